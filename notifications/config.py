@@ -1,0 +1,344 @@
+"""The configuration file (TOML) and the files it names (SPEC §7).
+
+Everything is read and checked once, at start-up: a wrong file stops the
+daemon with one line naming the file and the problem. Secrets are kept out of
+every ``repr`` so that they cannot reach a log by accident.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .analyzers import Analyzers, read_json
+from .errors import ConfigError
+
+#: The gates, in the order the configuration report lists them.
+GATES = ("Notification", "DockerHub", "GitHub", "Jenkins", "Phabricator")
+
+#: Gates whose callers sign their calls, and so may be allowed to call unsigned.
+SIGNING_GATES = ("GitHub", "Phabricator")
+
+FEATURES = ("Gate", "GetConfig", "ActionsReport")
+
+DEFAULT_CONFIG = "etc/notifications.toml"
+
+_SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "broker": {
+        "host": str,
+        "port": int,
+        "username": str,
+        "password": str,
+        "vhost": str,
+        "exchange": str,
+        "tls": bool,
+        "heartbeat": int,
+        "connect_timeout": (int, float),
+    },
+    "gate": {
+        "credentials": str,
+        "analyzers": str,
+        "dockerhub_tokens": str,
+        "allow_unsigned": list,
+        "publish_timeout": (int, float),
+        "max_body_size": int,
+    },
+    "features": {name: bool for name in FEATURES},
+    "storage": {"directory": str},
+    "http": {"timeout": (int, float)},
+    "mailgun": {"key": str},
+    "dockerhub": {"base_url": str},
+}
+
+_BROKER_ENVIRONMENT = {
+    "host": "BROKER_HOST",
+    "port": "BROKER_PORT",
+    "username": "BROKER_USERNAME",
+    "password": "BROKER_PASSWORD",
+    "vhost": "BROKER_VHOST",
+}
+
+_SERVICE_KEYS = {"gate", "door", "instance", "secret"}
+
+
+@dataclass(frozen=True)
+class BrokerConfig:
+    """Where and how to reach RabbitMQ."""
+
+    host: str = "localhost"
+    port: int = 5672
+    username: str = "guest"
+    password: str = field(default="guest", repr=False)
+    vhost: str = "/"
+    exchange: str = "notifications"
+    tls: bool = False
+    heartbeat: int = 10
+    connect_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class Service:
+    """One entry of the credentials file: a (gate, door) and its secret or instance."""
+
+    gate: str
+    door: str
+    instance: str | None = None
+    secret: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of the daemon."""
+
+    path: Path
+    broker: BrokerConfig = field(default_factory=BrokerConfig)
+    services: tuple[Service, ...] = ()
+    analyzers: Analyzers = field(default_factory=lambda: Analyzers(None))
+    dockerhub_tokens: Mapping[str, str] = field(default_factory=dict, repr=False)
+    allow_unsigned: frozenset[str] = frozenset()
+    features: Mapping[str, bool] = field(default_factory=lambda: dict.fromkeys(FEATURES, True))
+    storage_directory: Path = Path("var")
+    publish_timeout: float = 2.0
+    max_body_size: int = 25 * 1024 * 1024
+    http_timeout: float = 10.0
+    mailgun_key: str | None = field(default=None, repr=False)
+    dockerhub_base_url: str = "https://registry.hub.docker.com"
+    files: tuple[Path, ...] = ()
+
+    def service(self, gate: str, door: str) -> Service | None:
+        """The credentials entry of a (gate, door), if any."""
+        for service in self.services:
+            if service.gate == gate and service.door == door:
+                return service
+        return None
+
+    def feature(self, name: str) -> bool:
+        return self.features.get(name, True)
+
+
+def _check_types(data: dict[str, Any], path: Path) -> None:
+    for section, values in data.items():
+        schema = _SCHEMA.get(section)
+        if schema is None:
+            raise ConfigError(path, f"unknown section [{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(path, f"[{section}] must be a table")
+        for key, value in values.items():
+            expected = schema.get(key)
+            if expected is None:
+                raise ConfigError(path, f"unknown key {key!r} in [{section}]")
+            if isinstance(value, bool) and expected in (int, (int, float)):
+                raise ConfigError(path, f"[{section}] {key} must be a number")
+            if not isinstance(value, expected):
+                kind = getattr(expected, "__name__", "number")
+                raise ConfigError(path, f"[{section}] {key} must be of type {kind}")
+
+
+def _broker(section: dict[str, Any], environ: Mapping[str, str]) -> BrokerConfig:
+    values = dict(section)
+    for key, variable in _BROKER_ENVIRONMENT.items():
+        if variable in environ:
+            values[key] = environ[variable]
+    try:
+        values["port"] = int(values.get("port", 5672))
+    except ValueError:
+        raise ConfigError(
+            "BROKER_PORT", f"not a port number: {environ.get('BROKER_PORT')!r}"
+        ) from None
+    if not 0 < values["port"] < 65536:
+        raise ConfigError("[broker] port", f"not a port number: {values['port']}")
+    return BrokerConfig(**values)
+
+
+def load_services(path: Path) -> tuple[Service, ...]:
+    """Read the older system's credentials file, naming any entry that is wrong."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("services"), list):
+        raise ConfigError(path, 'expected an object with a "services" list')
+    unknown = sorted(set(data) - {"services"})
+    if unknown:
+        raise ConfigError(path, f"unknown key {unknown[0]!r}")
+    services: list[Service] = []
+    seen: set[tuple[str, str]] = set()
+    for index, entry in enumerate(data["services"]):
+        where = f"services[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(path, f"{where} must be an object")
+        if isinstance(entry.get("gate"), str) and isinstance(entry.get("door"), str):
+            where += f" ({entry['gate']}/{entry['door']})"
+        unknown = sorted(set(entry) - _SERVICE_KEYS)
+        if unknown:
+            raise ConfigError(
+                path,
+                f"{where}: unknown key {unknown[0]!r} "
+                f"(expected {', '.join(sorted(_SERVICE_KEYS))})",
+            )
+        for key in ("gate", "door"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(path, f"{where}: {key} must be a non-empty string")
+        for key in ("instance", "secret"):
+            if entry.get(key) is not None and not isinstance(entry[key], str):
+                raise ConfigError(path, f"{where}: {key} must be a string")
+        if entry["gate"] not in GATES:
+            raise ConfigError(path, f"{where}: unknown gate {entry['gate']!r}")
+        if entry["gate"] == "Phabricator" and not entry.get("instance"):
+            raise ConfigError(path, f"{where}: a Phabricator service needs an instance URL")
+        key = (entry["gate"], entry["door"])
+        if key in seen:
+            raise ConfigError(path, f"{where}: this gate and door are already declared")
+        seen.add(key)
+        services.append(
+            Service(
+                gate=entry["gate"],
+                door=entry["door"],
+                instance=entry.get("instance") or None,
+                secret=entry.get("secret") or None,
+            )
+        )
+    return tuple(services)
+
+
+def load_dockerhub_tokens(path: Path) -> dict[str, str]:
+    """Read ``{"owner/repo": "token"}``."""
+    data = read_json(path)
+    if not isinstance(data, dict) or not all(
+        isinstance(key, str) and isinstance(value, str) for key, value in data.items()
+    ):
+        raise ConfigError(path, 'expected an object of "owner/repo": "token" strings')
+    return data
+
+
+def config_path(explicit: str | None = None, environ: Mapping[str, str] = os.environ) -> Path:
+    """The configuration file to read: explicit, else $NOTIFICATIONS_CONFIG, else the default."""
+    return Path(explicit or environ.get("NOTIFICATIONS_CONFIG") or DEFAULT_CONFIG)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as handle:
+            return tomllib.load(handle)
+    except OSError as error:
+        raise ConfigError(path, error.strerror or str(error)) from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ConfigError(path, f"invalid TOML: {error}") from None
+
+
+def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
+    """Read and check the configuration file and every file it names.
+
+    Raises :class:`ConfigError` on the first problem.
+    """
+    data = read_toml(path)
+    _check_types(data, path)
+    base = path.parent
+
+    def resolve(value: str) -> Path:
+        return (base / value).resolve() if not os.path.isabs(value) else Path(value)
+
+    gate = data.get("gate", {})
+    files = [path]
+    services: tuple[Service, ...] = ()
+    if "credentials" in gate:
+        credentials = resolve(gate["credentials"])
+        services = load_services(credentials)
+        files.append(credentials)
+    analyzers = Analyzers(resolve(gate["analyzers"]) if "analyzers" in gate else None)
+    files.extend(analyzers.files())
+    tokens: dict[str, str] = {}
+    if "dockerhub_tokens" in gate:
+        tokens_path = resolve(gate["dockerhub_tokens"])
+        tokens = load_dockerhub_tokens(tokens_path)
+        files.append(tokens_path)
+
+    allow_unsigned = gate.get("allow_unsigned", [])
+    for name in allow_unsigned:
+        if name not in SIGNING_GATES:
+            raise ConfigError(
+                path,
+                f"[gate] allow_unsigned: {name!r} is not a gate whose callers sign "
+                f"({', '.join(SIGNING_GATES)})",
+            )
+
+    publish_timeout = float(gate.get("publish_timeout", 2.0))
+    max_body_size = gate.get("max_body_size", 25 * 1024 * 1024)
+    http_timeout = float(data.get("http", {}).get("timeout", 10.0))
+    for name, value in (
+        ("[gate] publish_timeout", publish_timeout),
+        ("[gate] max_body_size", max_body_size),
+        ("[http] timeout", http_timeout),
+    ):
+        if value <= 0:
+            raise ConfigError(path, f"{name} must be positive")
+
+    features = dict.fromkeys(FEATURES, True)
+    features.update(data.get("features", {}))
+
+    return Config(
+        path=path,
+        broker=_broker(data.get("broker", {}), environ),
+        services=services,
+        analyzers=analyzers,
+        dockerhub_tokens=tokens,
+        allow_unsigned=frozenset(allow_unsigned),
+        features=features,
+        storage_directory=resolve(data.get("storage", {}).get("directory", "var")),
+        publish_timeout=publish_timeout,
+        max_body_size=max_body_size,
+        http_timeout=http_timeout,
+        mailgun_key=data.get("mailgun", {}).get("key") or None,
+        dockerhub_base_url=data.get("dockerhub", {}).get(
+            "base_url", "https://registry.hub.docker.com"
+        ),
+        files=tuple(files),
+    )
+
+
+def validate_files(path: Path, environ: Mapping[str, str] = os.environ) -> list[ConfigError]:
+    """Every problem found in the configuration and the JSON files around it.
+
+    Unlike :func:`load_config`, which stops at the first problem, this reads
+    every JSON file it can find (credentials, tokens, each analyzer file) and
+    returns one error per file that is wrong.
+    """
+    errors: list[ConfigError] = []
+    try:
+        data = read_toml(path)
+        _check_types(data, path)
+    except ConfigError as error:
+        return [error]
+    base = path.parent
+    gate = data.get("gate", {})
+
+    def check(name: str, loader) -> None:
+        if name in gate:
+            try:
+                loader((base / gate[name]).resolve())
+            except ConfigError as error:
+                errors.append(error)
+
+    check("credentials", load_services)
+    check("dockerhub_tokens", load_dockerhub_tokens)
+    if "analyzers" in gate:
+        from .analyzers import ANALYZED_SERVICES, parse_analyzer
+
+        directory = (base / gate["analyzers"]).resolve()
+        if not directory.is_dir():
+            errors.append(ConfigError(directory, "analyzers directory not found"))
+        for service in ANALYZED_SERVICES:
+            for file in sorted((directory / service).glob("*.json")):
+                try:
+                    parse_analyzer(read_json(file), str(file))
+                except ConfigError as error:
+                    errors.append(error)
+                except ValueError as error:
+                    errors.append(ConfigError(file, str(error)))
+    if not errors:
+        try:
+            load_config(path, environ)
+        except ConfigError as error:
+            errors.append(error)
+    return errors

@@ -1,0 +1,112 @@
+"""The gates of services that do not sign their calls: Docker Hub, Jenkins, Notification."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..notification import Notification
+from ..renderers import dockerhub, jenkins
+from .base import Gate, GateCall, Outcome, Publication, bad_request, parse_json_object
+
+
+class DockerHubGate(Gate):
+    """``POST /gate/DockerHub/<door>``: image pushes and (through Mailgun) build failures."""
+
+    name = "DockerHub"
+    group = "docker"
+
+    def __init__(self, config, mailgun=None):
+        super().__init__(config)
+        #: Fetches Mailgun stored messages; without it build failures are refused.
+        self.mailgun = mailgun
+
+    def notification(self, door: str, payload: Any, type_: str, text: str, link: str):
+        return Notification(
+            service=self.name,
+            project=door,
+            group=self.group,
+            rawContent=payload,
+            type=type_,
+            text=text,
+            link=link,
+        )
+
+    def process(self, call: GateCall) -> Outcome:
+        self.check_door_secret(call)
+        payload = parse_json_object(call.body)
+        event = dockerhub.event_of(payload)
+        outcome = Outcome(gate=self.name, event=event)
+        if event == "push":
+            text, link = dockerhub.render_push(payload)
+            outcome.publications.append(
+                Publication(self.notification(call.door, payload, event, text, link))
+            )
+            return outcome
+        if self.mailgun is None:
+            raise bad_request("build failure notifications need a Mailgun key")
+        return self.mailgun.build_failure(self, call.door, payload, outcome)
+
+
+class JenkinsGate(Gate):
+    """``POST /gate/Jenkins/<door>``: the Jenkins Notification plugin."""
+
+    name = "Jenkins"
+
+    def process(self, call: GateCall) -> Outcome:
+        self.check_door_secret(call)
+        payload = parse_json_object(call.body)
+        if not jenkins.is_valid(payload):
+            raise bad_request("expected a Jenkins notification: name and build.phase")
+        type_, text, link, job = jenkins.render(payload)
+        outcome = Outcome(gate=self.name, event=type_)
+        analyzer = self.config.analyzers.for_door(self.name, call.door)
+        status = payload["build"].get("status")
+        if not jenkins.should_notify(job, status, analyzer):
+            return outcome
+        notification = Notification(
+            service=self.name,
+            project=call.door,
+            group=analyzer.group_for_item(job, call.door),
+            rawContent=payload,
+            type=type_,
+            text=text,
+            link=link,
+        )
+        outcome.publications.append(Publication(notification))
+        return outcome
+
+
+_REQUIRED = ("service", "project", "group", "type")
+
+
+class NotificationGate(Gate):
+    """``POST /gate/Notification/<door>``: a ready-made notification from any tool."""
+
+    name = "Notification"
+
+    def process(self, call: GateCall) -> Outcome:
+        self.check_door_secret(call)
+        body = parse_json_object(call.body)
+        values = dict(body)
+        if values.get("project") in (None, ""):
+            values["project"] = call.door
+        for key in _REQUIRED:
+            if not isinstance(values.get(key), str) or not values[key]:
+                raise bad_request(f"{key} must be a non-empty string")
+        for key in ("text", "link"):
+            if values.get(key) is None:
+                values[key] = ""
+            elif not isinstance(values[key], str):
+                raise bad_request(f"{key} must be a string")
+        notification = Notification(
+            service=values["service"],
+            project=values["project"],
+            group=values["group"],
+            rawContent=values.get("rawContent"),
+            type=values["type"],
+            text=values["text"],
+            link=values["link"],
+        )
+        outcome = Outcome(gate=notification.service, event=notification.type)
+        outcome.publications.append(Publication(notification))
+        return outcome

@@ -1,0 +1,206 @@
+"""The publisher: one persistent broker connection, publishing with confirms.
+
+A :class:`twisted.application.internet.ClientService` keeps the connection up
+(exponential backoff with jitter, heartbeats so a dead broker is noticed);
+each connection is prepared (log-in, channel, ``confirm.select``, exchange
+declared) before it is used. :meth:`Publisher.publish` fires once the broker
+has confirmed the message (``basic.ack``), fails on ``basic.nack``, on a lost
+connection, or at once when there is no connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+
+from twisted.application import service
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet import defer
+from twisted.internet.error import ConnectionLost
+from twisted.logger import Logger
+from txamqp.content import Content
+
+from .amqp.connection import AMQPFactory, broker_endpoint, open_channel
+from .config import BrokerConfig
+
+
+class BrokerUnavailable(Exception):
+    """There is no usable connection to the broker right now."""
+
+
+class PublicationRefused(Exception):
+    """The broker answered ``basic.nack``: it could not take the message."""
+
+
+def message_properties(message_id: str, timestamp: int | None = None) -> dict:
+    """The AMQP properties of a notification message (persistent JSON)."""
+    return {
+        "content-type": "application/json",
+        "content-encoding": "utf-8",
+        "delivery-mode": 2,
+        "message-id": message_id,
+        "timestamp": int(time.time()) if timestamp is None else timestamp,
+        "app-id": "notifications",
+    }
+
+
+class Publisher(service.Service):
+    """Publishes notifications on the exchange over one persistent connection."""
+
+    log = Logger()
+
+    def __init__(self, broker: BrokerConfig, reactor, retry_policy=None):
+        self.broker = broker
+        self.reactor = reactor
+        self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0)
+        self.client = None
+        self.channel = None
+        self.connected_since: float | None = None
+        self.disconnected_since: float | None = reactor.seconds()
+        self.connections = 0
+        self._next_tag = 1
+        self._pending: OrderedDict[int, defer.Deferred] = OrderedDict()
+        self._client_service: ClientService | None = None
+        self._ready_waiters: list[defer.Deferred] = []
+
+    @property
+    def exchange(self) -> str:
+        return self.broker.exchange
+
+    @property
+    def connected(self) -> bool:
+        return self.channel is not None
+
+    # Service ---------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        self._client_service = ClientService(
+            broker_endpoint(self.reactor, self.broker),
+            AMQPFactory(self.broker, self.reactor, listener=self),
+            retryPolicy=self.retry_policy,
+            clock=self.reactor,
+            prepareConnection=self._prepare,
+        )
+        self._client_service.startService()
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        client_service, self._client_service = self._client_service, None
+        if client_service is None:
+            return defer.succeed(None)
+        return client_service.stopService()
+
+    def when_connected(self) -> defer.Deferred:
+        """Fires once a prepared connection is up (at once if it is)."""
+        if self.connected:
+            return defer.succeed(self)
+        d = defer.Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    # Connection life -------------------------------------------------------
+
+    def _prepare(self, client) -> defer.Deferred:
+        d = open_channel(client, self.broker)
+        d.addCallback(lambda channel: self._confirm(client, channel))
+        d.addTimeout(self.broker.connect_timeout, self.reactor)
+        d.addErrback(self._prepare_failed, client)
+        return d
+
+    @defer.inlineCallbacks
+    def _confirm(self, client, channel):
+        yield channel.confirm_select()
+        self.client = client
+        self.channel = channel
+        self._next_tag = 1
+        self.connections += 1
+        self.connected_since = self.reactor.seconds()
+        self.disconnected_since = None
+        self.log.info(
+            "Connected to the broker at {host}:{port}, exchange {exchange!r}",
+            host=self.broker.host,
+            port=self.broker.port,
+            exchange=self.broker.exchange,
+        )
+        client.disconnected.wait().addCallback(lambda _: self._lost(client))
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for waiter in waiters:
+            waiter.callback(self)
+
+    def _prepare_failed(self, failure, client):
+        self.log.warn(
+            "Could not set up the broker connection to {host}:{port}: {error}",
+            host=self.broker.host,
+            port=self.broker.port,
+            error=failure.getErrorMessage() or failure.type.__name__,
+        )
+        if client.transport is not None:
+            client.transport.abortConnection()
+        return failure
+
+    def _lost(self, client) -> None:
+        if client is not self.client:
+            return
+        self.client = None
+        self.channel = None
+        self.connected_since = None
+        self.disconnected_since = self.reactor.seconds()
+        self.log.warn("Lost the connection to the broker; reconnecting")
+        pending, self._pending = self._pending, OrderedDict()
+        for d in pending.values():
+            d.errback(ConnectionLost("the broker connection was lost before the confirm"))
+
+    # Confirms ---------------------------------------------------------------
+
+    def _settle(self, tag: int, multiple: bool, outcome) -> None:
+        tags = [t for t in self._pending if t <= tag] if multiple else [tag]
+        for t in tags:
+            d = self._pending.pop(t, None)
+            if d is not None:
+                outcome(d)
+
+    def broker_ack(self, message) -> None:
+        self._settle(message.delivery_tag, message.multiple, lambda d: d.callback(None))
+
+    def broker_nack(self, message) -> None:
+        self._settle(
+            message.delivery_tag,
+            message.multiple,
+            lambda d: d.errback(PublicationRefused("the broker refused the message (nack)")),
+        )
+
+    def broker_return(self, message) -> None:
+        self.log.warn(
+            "The broker returned a message ({code} {text}), routing key {key}",
+            code=message.reply_code,
+            text=message.reply_text,
+            key=message.routing_key,
+        )
+
+    # Publishing ------------------------------------------------------------
+
+    def publish(self, routing_key: str, body: bytes, message_id: str, timestamp=None):
+        """Publish one persistent message; fires when the broker confirms it."""
+        if self.channel is None:
+            return defer.fail(BrokerUnavailable("not connected to the broker"))
+        tag = self._next_tag
+        self._next_tag += 1
+        confirmed = defer.Deferred()
+        self._pending[tag] = confirmed
+        content = Content(body, properties=message_properties(message_id, timestamp))
+        self.channel.basic_publish(
+            exchange=self.broker.exchange,
+            routing_key=routing_key.encode(),
+            content=content,
+        )
+        return confirmed
+
+    def status(self) -> dict:
+        """The broker state, for the status endpoints."""
+        return {
+            "connected": self.connected,
+            "since": self.connected_since if self.connected else self.disconnected_since,
+            "reconnects": max(0, self.connections - 1),
+            "unconfirmed": len(self._pending),
+        }

@@ -1,0 +1,36 @@
+"""The actions report a gate answers with (SPEC §6)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def error_entry(error: BaseException | None) -> dict[str, str] | None:
+    """``{"type", "message"}`` of an error, or None.
+
+    Only our own exception classes and messages reach here: the messages are
+    written for callers and never carry a secret or a traceback.
+    """
+    if error is None:
+        return None
+    return {"type": type(error).__name__, "message": str(error) or type(error).__name__}
+
+
+def amqp_action(exchange: str, routing_key: str, error: BaseException | None = None) -> dict:
+    """The report entry of one publication."""
+    return {
+        "action": "AMQPAction",
+        "method": "publish",
+        "target": exchange,
+        "routingKey": routing_key,
+        "error": error_entry(error),
+    }
+
+
+def make_report(gate: str, door: str, created: int, actions: list[dict[str, Any]]) -> dict:
+    return {"gate": gate, "door": door, "created": created, "actions": actions}
+
+
+def report_status(actions: list[dict[str, Any]]) -> int:
+    """200 when no action has an error, else 503."""
+    return 503 if any(action.get("error") for action in actions) else 200

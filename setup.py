@@ -1,0 +1,27 @@
+from setuptools import find_packages, setup
+
+setup(
+    name="notifications",
+    version="0.1.0",
+    description="Notifications center: webhooks in, standardized notifications out on RabbitMQ",
+    long_description=open("README.rst", encoding="utf-8").read(),
+    long_description_content_type="text/x-rst",
+    python_requires=">=3.11",
+    packages=find_packages(include=["notifications", "notifications.*"]) + ["twisted.plugins"],
+    package_data={"twisted": ["plugins/notifications_plugin.py"]},
+    install_requires=[
+        "twisted[tls]>=24.7",
+        "txamqp>=0.8.2",
+        "treq>=24.9",
+        "service-identity>=24.1",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "pytest-twisted>=1.14",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["notifications = notifications.cli:main"]},
+)
