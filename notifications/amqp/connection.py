@@ -9,6 +9,7 @@ log-in sequence.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +19,8 @@ from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from txamqp.client import TwistedDelegate
-from txamqp.protocol import AMQClient
+from txamqp.connection import Body, Frame
+from txamqp.protocol import AMQClient, GarbageException
 
 from ..config import BrokerConfig
 from .spec import load_spec
@@ -67,6 +69,26 @@ class Delegate(TwistedDelegate):
         self.client.transport.loseConnection()
 
 
+class AMQPClient(AMQClient):
+    """txamqp's client, reading message bodies as bytes.
+
+    txamqp decodes each body frame to text when it can, then counts the
+    characters it read against the byte size announced by the content header:
+    a body with any non-ASCII character never completes. Here body frames
+    stay bytes, which txamqp's content reader already handles.
+    """
+
+    _FRAME_BODY = 3
+
+    def _unpack_frame(self, data: bytes):
+        if data[0] != self._FRAME_BODY:
+            return super()._unpack_frame(data)
+        channel, size = struct.unpack("!HI", data[1:7])
+        if data[7 + size] != self.FRAME_END:
+            raise GarbageException(f"frame error: expected frame end, got {data[7 + size]!r}")
+        return Frame(channel, Body(data[7 : 7 + size]))
+
+
 class AMQPFactory(Factory):
     """Builds txamqp clients that speak our spec."""
 
@@ -75,8 +97,8 @@ class AMQPFactory(Factory):
         self.clock = clock
         self.listener = listener
 
-    def buildProtocol(self, addr) -> AMQClient:
-        return AMQClient(
+    def buildProtocol(self, addr) -> AMQPClient:
+        return AMQPClient(
             Delegate(self.listener),
             vhost=self.broker.vhost,
             spec=load_spec(),

@@ -1,0 +1,247 @@
+"""Shared fixtures: the daemon on a loopback port, and consumers on the real RabbitMQ.
+
+No test here mocks the broker: a test that needs it connects to
+127.0.0.1:5672 (or $BROKER_HOST/$BROKER_PORT) and fails when it is not there.
+Each test publishes on an exchange of its own, so that tests never see each
+other's messages and the deployment's ``notifications`` exchange is left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+
+from notifications.amqp.connection import connect
+from notifications.config import BrokerConfig, Config, load_config
+from notifications.gates import make_gates
+from notifications.publisher import Publisher
+from notifications.web import make_site
+
+BROKER_HOST = os.environ.get("BROKER_HOST", "127.0.0.1")
+BROKER_PORT = int(os.environ.get("BROKER_PORT", "5672"))
+
+
+def test_broker(exchange: str | None = None, **changes: Any) -> BrokerConfig:
+    """Broker settings for the local RabbitMQ, on an exchange of the test's own."""
+    return BrokerConfig(
+        host=BROKER_HOST,
+        port=BROKER_PORT,
+        exchange=exchange or f"notifications-test-{uuid.uuid4().hex[:12]}",
+        connect_timeout=5.0,
+        heartbeat=0,
+        **changes,
+    )
+
+
+test_broker.__test__ = False  # a helper, not a test
+
+
+@dataclass
+class Consumer:
+    """A temporary queue bound to an exchange, and what arrived on it."""
+
+    client: Any
+    channel: Any
+    queue: Any
+    name: str
+
+    async def get(self, timeout: float = 5.0) -> tuple[dict, Any]:
+        """The next message: its JSON body and the txamqp message (for properties)."""
+        message = await self.queue.get(timeout=timeout)
+        body = message.content.body
+        return json.loads(body), message
+
+    async def expect_nothing(self, wait: float = 0.5) -> None:
+        """Fail if a message arrives within ``wait`` seconds."""
+        from txamqp.queue import Empty
+
+        try:
+            message = await self.queue.get(timeout=wait)
+        except Empty:
+            return
+        raise AssertionError(f"unexpected message: {message.content.body!r}")
+
+    async def drain(self, wait: float = 0.5) -> list[dict]:
+        """Every message that arrives until ``wait`` seconds pass without one."""
+        from txamqp.queue import Empty
+
+        bodies = []
+        while True:
+            try:
+                message = await self.queue.get(timeout=wait)
+            except Empty:
+                return bodies
+            bodies.append(json.loads(message.content.body))
+
+
+async def bind_consumer(broker: BrokerConfig, *patterns: str) -> Consumer:
+    """Connect, declare an exclusive auto-deleted queue bound with ``patterns`` (default #)."""
+    client, channel = await connect(reactor, broker)
+    declared = await channel.queue_declare(exclusive=True, auto_delete=True)
+    name = declared.queue
+    for pattern in patterns or ("#",):
+        await channel.queue_bind(queue=name, exchange=broker.exchange, routing_key=pattern)
+    reply = await channel.basic_consume(queue=name, no_ack=True)
+    queue = await client.queue(reply.consumer_tag)
+    return Consumer(client, channel, queue, name)
+
+
+async def close_consumer(consumer: Consumer, broker: BrokerConfig | None = None) -> None:
+    if broker is not None:
+        await consumer.channel.exchange_delete(exchange=broker.exchange)
+    await consumer.client.close(within=2)
+
+
+@pytest.fixture
+def broker() -> BrokerConfig:
+    return test_broker()
+
+
+@pytest_twisted.async_yield_fixture
+async def consumer(broker):
+    """A consumer of everything published on the test's exchange (deleted afterwards)."""
+    consumer = await bind_consumer(broker)
+    yield consumer
+    await close_consumer(consumer, broker)
+
+
+def write_json(path: Path, value: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value), encoding="utf-8")
+    return path
+
+
+def make_config(
+    directory: Path,
+    broker: BrokerConfig,
+    services: list[dict] | None = None,
+    analyzers: dict[str, dict[str, dict]] | None = None,
+    tokens: dict[str, str] | None = None,
+    toml: str = "",
+) -> Config:
+    """Write a configuration folder the way an operator would, and load it.
+
+    ``analyzers`` is ``{"GitHub": {"Acme": {...}, "default": {...}}, ...}``;
+    ``toml`` is appended to the generated file (extra sections or keys).
+    """
+    write_json(directory / "credentials.json", {"services": services or []})
+    write_json(directory / "dockerhub-tokens.json", tokens or {})
+    (directory / "analyzers").mkdir(exist_ok=True)
+    for service, doors in (analyzers or {}).items():
+        for door, content in doors.items():
+            write_json(directory / "analyzers" / service / f"{door}.json", content)
+    text = (
+        '[gate]\ncredentials = "credentials.json"\nanalyzers = "analyzers"\n'
+        'dockerhub_tokens = "dockerhub-tokens.json"\n' + toml
+    )
+    if "[storage]" not in toml:
+        text += '\n[storage]\ndirectory = "var"\n'
+    (directory / "notifications.toml").write_text(text, encoding="utf-8")
+    config = load_config(directory / "notifications.toml", environ={})
+    return replace(config, broker=broker)
+
+
+@dataclass
+class Daemon:
+    """The daemon's web site and publisher, running in the test's reactor."""
+
+    url: str
+    config: Config
+    publisher: Publisher
+    port: Any
+
+    def gate(self, gate: str, door: str) -> str:
+        return f"{self.url}/gate/{gate}/{door}"
+
+    async def post(self, path: str, body: bytes | str | dict, headers=None, **kwargs):
+        """POST to a path of the daemon; a dict body is sent as JSON."""
+        if isinstance(body, dict):
+            body = json.dumps(body)
+        if isinstance(body, str):
+            body = body.encode()
+        all_headers = {"Content-Type": ["application/json"]}
+        for name, value in (headers or {}).items():
+            all_headers[name] = [value] if isinstance(value, str | bytes) else value
+        response = await treq.post(self.url + path, body, headers=all_headers, **kwargs)
+        content = await response.content()
+        return response, content
+
+
+async def start_daemon(config: Config, wait_for_broker: bool = True, **gate_kwargs) -> Daemon:
+    """Run the publisher and the site on 127.0.0.1 (a free port)."""
+    publisher = Publisher(config.broker, reactor)
+    publisher.startService()
+    if wait_for_broker:
+        await publisher.when_connected().addTimeout(10, reactor)
+    site = make_site(config, publisher, make_gates(config, **gate_kwargs), reactor)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
+    return Daemon(f"http://127.0.0.1:{port.getHost().port}", config, publisher, port)
+
+
+async def stop_daemon(daemon: Daemon) -> None:
+    await daemon.port.stopListening()
+    await daemon.publisher.stopService()
+    # Let the closed connections' last callbacks run before the next test.
+    await defer.Deferred.fromCoroutine(_settle())
+
+
+async def _settle() -> None:
+    d = defer.Deferred()
+    reactor.callLater(0, d.callback, None)
+    await d
+
+
+@pytest.fixture
+def config_dir(tmp_path) -> Path:
+    return tmp_path
+
+
+@pytest_twisted.async_yield_fixture
+async def daemon_factory(tmp_path, broker):
+    """``await daemon_factory(services=[...], analyzers={...})`` starts a daemon."""
+    started: list[Daemon] = []
+
+    async def factory(wait_for_broker: bool = True, broker_config=None, **kwargs) -> Daemon:
+        directory = tmp_path / f"config{len(started)}"
+        directory.mkdir()
+        config = make_config(directory, broker_config or broker, **kwargs)
+        daemon = await start_daemon(config, wait_for_broker=wait_for_broker)
+        started.append(daemon)
+        return daemon
+
+    yield factory
+    for daemon in started:
+        await stop_daemon(daemon)
+
+
+@pytest.fixture(autouse=True)
+def no_logged_errors(request):
+    """Fail a test during which anything logged an error or an unhandled failure.
+
+    A test that expects an error log marks itself ``@pytest.mark.logged_errors``.
+    """
+    from twisted.logger import LogLevel, globalLogPublisher
+
+    errors: list[dict] = []
+
+    def observer(event: dict) -> None:
+        if event.get("log_level") in (LogLevel.error, LogLevel.critical) or event.get("isError"):
+            errors.append(event)
+
+    globalLogPublisher.addObserver(observer)
+    yield errors
+    globalLogPublisher.removeObserver(observer)
+    if errors and request.node.get_closest_marker("logged_errors") is None:
+        from twisted.logger import formatEvent
+
+        raise AssertionError("errors were logged: " + "; ".join(formatEvent(e) for e in errors))
