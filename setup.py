@@ -7,7 +7,7 @@ setup(
     long_description=open("README.rst", encoding="utf-8").read(),
     long_description_content_type="text/x-rst",
     python_requires=">=3.11",
-    packages=find_packages(include=["notifications", "notifications.*"]) + ["twisted.plugins"],
+    packages=[*find_packages(include=["notifications", "notifications.*"]), "twisted.plugins"],
     package_data={"twisted": ["plugins/notifications_plugin.py"]},
     install_requires=[
         "twisted[tls]>=24.7",

@@ -21,7 +21,7 @@ class Notification:
     service: str
     project: str
     group: str
-    rawContent: Any  # noqa: N815 - the wire name consumers already read
+    rawContent: Any  # the wire name consumers already read
     type: str
     text: str
     link: str

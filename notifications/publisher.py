@@ -20,7 +20,7 @@ from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 from txamqp.content import Content
 
-from .amqp.connection import AMQPFactory, broker_endpoint, open_channel
+from .amqp.connection import AMQPFactory, broker_endpoint, describe_error, open_channel
 from .config import BrokerConfig
 
 
@@ -62,6 +62,7 @@ class Publisher(service.Service):
         self._pending: OrderedDict[int, defer.Deferred] = OrderedDict()
         self._client_service: ClientService | None = None
         self._ready_waiters: list[defer.Deferred] = []
+        self._setup_failures = 0
 
     @property
     def exchange(self) -> str:
@@ -75,12 +76,18 @@ class Publisher(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        # The AMQP set-up runs from amqp_connection_made rather than as
+        # ClientService's prepareConnection: a rejected prepared connection
+        # stays open there, and closing it ourselves makes the service's state
+        # machine fail (no transition for a disconnect while waiting). A
+        # connection we close from the Connected state is retried normally;
+        # set-up failures are added to the attempt count so that, say, a wrong
+        # password still backs off.
         self._client_service = ClientService(
             broker_endpoint(self.reactor, self.broker),
             AMQPFactory(self.broker, self.reactor, listener=self),
-            retryPolicy=self.retry_policy,
+            retryPolicy=lambda attempt: self.retry_policy(attempt + self._setup_failures),
             clock=self.reactor,
-            prepareConnection=self._prepare,
         )
         self._client_service.startService()
 
@@ -101,12 +108,12 @@ class Publisher(service.Service):
 
     # Connection life -------------------------------------------------------
 
-    def _prepare(self, client) -> defer.Deferred:
+    def amqp_connection_made(self, client) -> None:
+        """A new TCP connection to the broker: log in, open the channel, confirm mode."""
         d = open_channel(client, self.broker)
         d.addCallback(lambda channel: self._confirm(client, channel))
         d.addTimeout(self.broker.connect_timeout, self.reactor)
-        d.addErrback(self._prepare_failed, client)
-        return d
+        d.addErrback(self._setup_failed, client)
 
     @defer.inlineCallbacks
     def _confirm(self, client, channel):
@@ -114,6 +121,7 @@ class Publisher(service.Service):
         self.client = client
         self.channel = channel
         self._next_tag = 1
+        self._setup_failures = 0
         self.connections += 1
         self.connected_since = self.reactor.seconds()
         self.disconnected_since = None
@@ -128,16 +136,17 @@ class Publisher(service.Service):
         for waiter in waiters:
             waiter.callback(self)
 
-    def _prepare_failed(self, failure, client):
-        self.log.warn(
-            "Could not set up the broker connection to {host}:{port}: {error}",
-            host=self.broker.host,
-            port=self.broker.port,
-            error=failure.getErrorMessage() or failure.type.__name__,
-        )
+    def _setup_failed(self, failure, client) -> None:
+        self._setup_failures += 1
+        if self.running:
+            self.log.warn(
+                "Could not set up the broker connection to {host}:{port}: {error}",
+                host=self.broker.host,
+                port=self.broker.port,
+                error=describe_error(failure.value),
+            )
         if client.transport is not None:
             client.transport.abortConnection()
-        return failure
 
     def _lost(self, client) -> None:
         if client is not self.client:
@@ -146,7 +155,8 @@ class Publisher(service.Service):
         self.channel = None
         self.connected_since = None
         self.disconnected_since = self.reactor.seconds()
-        self.log.warn("Lost the connection to the broker; reconnecting")
+        if self.running:
+            self.log.warn("Lost the connection to the broker; reconnecting")
         pending, self._pending = self._pending, OrderedDict()
         for d in pending.values():
             d.errback(ConnectionLost("the broker connection was lost before the confirm"))

@@ -70,7 +70,9 @@ def config_report(config: Config, service_status) -> dict:
     """The ``/config`` report: gates, features, services without their secrets."""
     return {
         "gates": list(GATES) if config.feature("Gate") else [],
-        "features": [{"name": name, "enabled": enabled} for name, enabled in config.features.items()],
+        "features": [
+            {"name": name, "enabled": enabled} for name, enabled in config.features.items()
+        ],
         "services": [
             {
                 "gate": service.gate,
@@ -98,9 +100,7 @@ class RootResource(Resource):
 
     def render_GET(self, request):
         broker = "connected" if self.publisher.connected else "not connected"
-        gates = "".join(
-            f"<li><code>POST /gate/{name}/&lt;door&gt;</code></li>" for name in GATES
-        )
+        gates = "".join(f"<li><code>POST /gate/{name}/&lt;door&gt;</code></li>" for name in GATES)
         links = '<a href="/status">/status</a>'
         if self.config.feature("GetConfig"):
             links += ' · <a href="/config">/config</a>'
@@ -214,7 +214,9 @@ class CallHandler:
         finished.addErrback(lambda _: None)
         d = defer.maybeDeferred(gate.process, call)
         d.addCallback(self.run, door)
-        d.addCallbacks(self._answer, self._refused, (request, gate, door), None, (request, gate, door))
+        d.addCallbacks(
+            self._answer, self._refused, (request, gate, door), None, (request, gate, door)
+        )
         d.addErrback(self._crashed, request, gate, door)
         return server.NOT_DONE_YET
 

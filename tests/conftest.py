@@ -33,14 +33,14 @@ BROKER_PORT = int(os.environ.get("BROKER_PORT", "5672"))
 
 def test_broker(exchange: str | None = None, **changes: Any) -> BrokerConfig:
     """Broker settings for the local RabbitMQ, on an exchange of the test's own."""
-    return BrokerConfig(
-        host=BROKER_HOST,
-        port=BROKER_PORT,
-        exchange=exchange or f"notifications-test-{uuid.uuid4().hex[:12]}",
-        connect_timeout=5.0,
-        heartbeat=0,
-        **changes,
-    )
+    settings: dict[str, Any] = {
+        "host": BROKER_HOST,
+        "port": BROKER_PORT,
+        "exchange": exchange or f"notifications-test-{uuid.uuid4().hex[:12]}",
+        "connect_timeout": 5.0,
+        "heartbeat": 0,
+    }
+    return BrokerConfig(**{**settings, **changes})
 
 
 test_broker.__test__ = False  # a helper, not a test
@@ -245,3 +245,14 @@ def no_logged_errors(request):
         from twisted.logger import formatEvent
 
         raise AssertionError("errors were logged: " + "; ".join(formatEvent(e) for e in errors))
+
+
+async def wait_for(predicate, timeout: float = 10.0, step: float = 0.05) -> None:
+    """Poll ``predicate`` on the reactor until it is true; fail after ``timeout`` seconds."""
+    from twisted.internet.task import deferLater
+
+    deadline = reactor.seconds() + timeout
+    while not predicate():
+        if reactor.seconds() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        await deferLater(reactor, step)

@@ -35,9 +35,7 @@ def test_the_example_configuration_loads():
     assert config.broker.exchange == "notifications"
     assert config.service("GitHub", "Acme").secret
     assert config.service("Phabricator", "Acme").instance.startswith("https://")
-    assert config.analyzers.for_door("Jenkins", "Acme").notify_only_on_failure == (
-        "test-prod-env",
-    )
+    assert config.analyzers.for_door("Jenkins", "Acme").notify_only_on_failure == ("test-prod-env",)
     assert config.allow_unsigned == frozenset()
     assert all(config.features.values())
     assert validate_files(EXAMPLE, environ={}) == []
@@ -112,7 +110,7 @@ def test_configuration_errors_name_the_problem(tmp_path, toml, message):
 
 
 def test_a_missing_configuration_file_is_named(tmp_path):
-    with pytest.raises(ConfigError, match="nothing.toml: No such file"):
+    with pytest.raises(ConfigError, match=r"nothing\.toml: No such file"):
         load_config(tmp_path / "nothing.toml", environ={})
 
 

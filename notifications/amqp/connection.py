@@ -18,7 +18,8 @@ from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
-from txamqp.client import TwistedDelegate
+from twisted.python.failure import Failure
+from txamqp.client import Closed, TwistedDelegate
 from txamqp.connection import Body, Frame
 from txamqp.protocol import AMQClient, GarbageException
 
@@ -69,6 +70,21 @@ class Delegate(TwistedDelegate):
         self.client.transport.loseConnection()
 
 
+def describe_error(error: BaseException) -> str:
+    """A one-line account of a broker error, for logs and reports.
+
+    txamqp wraps the reason of a closed connection or channel in ``Closed``:
+    either a Failure (the TCP connection ended) or the broker's own
+    ``connection.close``/``channel.close`` method with its reply code and text.
+    """
+    reason = error.args[0] if isinstance(error, Closed) and error.args else None
+    if isinstance(reason, Failure):
+        return describe_error(reason.value)
+    if reason is not None and hasattr(reason, "reply_code"):
+        return f"the broker closed the connection: {reason.reply_code} {reason.reply_text}"
+    return str(error) or type(error).__name__
+
+
 class AMQPClient(AMQClient):
     """txamqp's client, reading message bodies as bytes.
 
@@ -79,6 +95,14 @@ class AMQPClient(AMQClient):
     """
 
     _FRAME_BODY = 3
+
+    #: Called with the client once the TCP connection is made (see AMQPFactory).
+    connection_made_hook: Callable | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        if self.connection_made_hook is not None:
+            self.connection_made_hook(self)
 
     def _unpack_frame(self, data: bytes):
         if data[0] != self._FRAME_BODY:
@@ -98,13 +122,15 @@ class AMQPFactory(Factory):
         self.listener = listener
 
     def buildProtocol(self, addr) -> AMQPClient:
-        return AMQPClient(
+        client = AMQPClient(
             Delegate(self.listener),
             vhost=self.broker.vhost,
             spec=load_spec(),
             heartbeat=self.broker.heartbeat,
             clock=self.clock,
         )
+        client.connection_made_hook = getattr(self.listener, "amqp_connection_made", None)
+        return client
 
 
 def broker_endpoint(reactor, broker: BrokerConfig):

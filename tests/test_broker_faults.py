@@ -1,0 +1,207 @@
+"""The broker going away and coming back, and the daemon as ``twistd`` runs it.
+
+Faults are made with a loopback TCP proxy in front of the real RabbitMQ: the
+test starts it late (broker down at start) or severs its connections (broker
+lost mid-stream).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import pytest_twisted
+import treq
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.logger import formatEvent
+from twisted.protocols import portforward
+
+from notifications.amqp.connection import AMQPFactory, broker_endpoint
+from tests.conftest import BROKER_HOST, BROKER_PORT, test_broker, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTIFICATION = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "v2"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class SeverableProxy(portforward.ProxyFactory):
+    """A port forwarder to the broker whose connections a test can cut."""
+
+    def __init__(self):
+        super().__init__(BROKER_HOST, BROKER_PORT)
+        self.servers: list[portforward.ProxyServer] = []
+
+    def buildProtocol(self, addr):
+        server = super().buildProtocol(addr)
+        self.servers.append(server)
+        return server
+
+    def sever(self) -> None:
+        for server in self.servers:
+            if server.transport is not None:
+                server.transport.abortConnection()
+        self.servers.clear()
+
+
+async def connect_raw(broker):
+    """A connection and an open channel, without declaring the test's exchange."""
+    client = await broker_endpoint(reactor, broker).connect(AMQPFactory(broker, reactor))
+    credentials = b"\0" + broker.username.encode() + b"\0" + broker.password.encode()
+    await client.start(credentials, mechanism="PLAIN")
+    channel = await client.channel(1)
+    await channel.channel_open()
+    return client, channel
+
+
+async def listen_proxy(port: int = 0):
+    proxy = SeverableProxy()
+    listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(proxy)
+    return proxy, listening
+
+
+@pytest_twisted.ensureDeferred
+async def test_broker_down_at_start_then_up(daemon_factory, broker, consumer):
+    port = free_port()
+    daemon = await daemon_factory(
+        wait_for_broker=False, broker_config=test_broker(broker.exchange, port=port)
+    )
+    assert not daemon.publisher.connected
+
+    status = await treq.get(daemon.url + "/status")
+    assert await status.content() == b"ALIVE"
+    response, body = await daemon.post("/gate/Notification/Acme", NOTIFICATION)
+    assert response.code == 503
+    [action] = json.loads(body)["actions"]
+    assert action["error"]["type"] == "BrokerUnavailable"
+    await consumer.expect_nothing()
+
+    proxy, listening = await listen_proxy(port)
+    try:
+        await daemon.publisher.when_connected().addTimeout(15, reactor)
+        response, body = await daemon.post("/gate/Notification/Acme", NOTIFICATION)
+        assert response.code == 200, body
+        message, _ = await consumer.get()
+        assert message["text"] == "v2"
+    finally:
+        await daemon.publisher.stopService()
+        proxy.sever()
+        await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_cut_mid_stream_reconnects(daemon_factory, broker, consumer):
+    proxy, listening = await listen_proxy()
+    try:
+        daemon = await daemon_factory(
+            broker_config=test_broker(broker.exchange, port=listening.getHost().port)
+        )
+        for index in range(5):
+            response, _ = await daemon.post(
+                "/gate/Notification/Acme", {**NOTIFICATION, "text": f"before {index}"}
+            )
+            assert response.code == 200
+        proxy.sever()
+        await wait_for(lambda: not daemon.publisher.connected)
+        await daemon.publisher.when_connected().addTimeout(15, reactor)
+        assert daemon.publisher.status()["reconnects"] == 1
+        for index in range(5):
+            response, _ = await daemon.post(
+                "/gate/Notification/Acme", {**NOTIFICATION, "text": f"after {index}"}
+            )
+            assert response.code == 200
+        texts = [message["text"] for message in await consumer.drain()]
+        assert texts == [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)]
+    finally:
+        await daemon.publisher.stopService()
+        proxy.sever()
+        await listening.stopListening()
+
+
+@pytest.mark.logged_errors
+@pytest_twisted.ensureDeferred
+async def test_an_exchange_of_another_type_is_retried_not_used(
+    daemon_factory, broker, no_logged_errors
+):
+    client, channel = await connect_raw(broker)
+    await channel.exchange_declare(exchange=broker.exchange, type="fanout", durable=False)
+    try:
+        daemon = await daemon_factory(wait_for_broker=False)
+        await wait_for(lambda: daemon.publisher._setup_failures >= 2, timeout=15)
+        response, body = await daemon.post("/gate/Notification/Acme", NOTIFICATION)
+        assert response.code == 503
+        assert json.loads(body)["actions"][0]["error"]["type"] == "BrokerUnavailable"
+    finally:
+        await channel.exchange_delete(exchange=broker.exchange)
+        await client.close(within=2)
+    messages = [formatEvent(event) for event in no_logged_errors]
+    assert messages and all("PRECONDITION_FAILED" in message for message in messages), messages
+
+
+# twistd ---------------------------------------------------------------------
+
+
+def twistd(*arguments: str, **kwargs) -> subprocess.Popen:
+    executable = Path(sys.executable).parent / "twistd"
+    return subprocess.Popen(
+        [str(executable), "--pidfile=", "-n", "notifications", *arguments],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **kwargs,
+    )
+
+
+def test_twistd_stops_on_a_bad_configuration_with_one_line(tmp_path):
+    (tmp_path / "c.json").write_text('{"services": [{"gate": "GitHub", "door": "A", "secert": 1}]}')
+    (tmp_path / "n.toml").write_text('[gate]\ncredentials = "c.json"\n')
+    process = twistd("--config", str(tmp_path / "n.toml"))
+    out, err = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert "Traceback" not in out + err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0] == (
+        f"notifications: configuration error: {tmp_path / 'c.json'}: services[0] (GitHub/A): "
+        "unknown key 'secert' (expected door, gate, instance, secret)"
+    )
+
+
+def test_twistd_runs_the_example_configuration():
+    port = free_port()
+    process = twistd(
+        "--port", f"tcp:{port}:interface=127.0.0.1", "--config", "etc/notifications.toml"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        body = b""
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                    connection.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
+                    body = connection.makefile("rb").read()
+                    break
+            except OSError:
+                time.sleep(0.2)
+        assert body.endswith(b"\r\n\r\nALIVE"), body
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    # twistd ends by the signal it was stopped with, once it has shut down.
+    assert process.returncode in (0, -signal.SIGTERM), out + err
+    assert "Server Shut Down." in out + err
+    assert "Traceback" not in out + err, out + err
