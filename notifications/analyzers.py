@@ -139,9 +139,7 @@ def parse_analyzer(data: object, source: str = "built-in defaults") -> AnalyzerC
         administrative_group=data.get("administrativeGroup") or "orgz",
         default_group=data.get("defaultGroup", ""),
         mappings=tuple(mappings),
-        notify_only_on_failure=_strings(
-            data.get("notifyOnlyOnFailure", []), "notifyOnlyOnFailure"
-        ),
+        notify_only_on_failure=_strings(data.get("notifyOnlyOnFailure", []), "notifyOnlyOnFailure"),
         ignore=_strings(data.get("ignore", []), "ignore"),
         source=source,
     )

@@ -31,9 +31,7 @@ class PhabricatorGate(Gate):
             raise bad_request("expected a feed story with a storyText")
         return data, story
 
-    def notification(
-        self, door: str, data: dict, story: dict, projects: list[str]
-    ) -> Notification:
+    def notification(self, door: str, data: dict, story: dict, projects: list[str]) -> Notification:
         type_, text, link = phabricator.render(story)
         analyzer = self.config.analyzers.for_door(self.name, door)
         return Notification(
