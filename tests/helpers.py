@@ -1,0 +1,157 @@
+"""Helpers of the end-to-end gate tests: signed GitHub calls, raw HTTP, and checks
+of the actions report and of the notification consumed back from RabbitMQ."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import uuid
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.protocol import Protocol
+
+#: The seven keys of a notification (SPEC §1).
+NOTIFICATION_KEYS = {"service", "project", "group", "rawContent", "type", "text", "link"}
+
+
+def signed_github_request(
+    event: str | None,
+    payload: Any,
+    secret: str | None,
+    delivery: str | None = None,
+    algorithm: str = "sha256",
+    form: bool = False,
+) -> tuple[bytes, dict[str, str]]:
+    """The body and headers of a GitHub webhook call, signed as GitHub signs it.
+
+    ``payload`` is a JSON value, or bytes sent as they are (to send broken
+    JSON). ``algorithm`` is ``sha256``, ``sha1`` or ``both``; a ``secret`` of
+    None sends no signature. ``form`` sends the JSON in a ``payload`` field of
+    an url-encoded form, signed over the form bytes. ``event=None`` leaves the
+    ``X-GitHub-Event`` header out.
+    """
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    if form:
+        body = urlencode({"payload": raw.decode()}).encode()
+        content_type = "application/x-www-form-urlencoded"
+    else:
+        body = raw
+        content_type = "application/json"
+    headers = {
+        "Content-Type": content_type,
+        "X-GitHub-Delivery": delivery or str(uuid.uuid4()),
+    }
+    if event is not None:
+        headers["X-GitHub-Event"] = event
+    if secret is not None:
+        key = secret.encode()
+        if algorithm in ("sha1", "both"):
+            digest = hmac.new(key, body, hashlib.sha1).hexdigest()
+            headers["X-Hub-Signature"] = f"sha1={digest}"
+        if algorithm in ("sha256", "both"):
+            digest = hmac.new(key, body, hashlib.sha256).hexdigest()
+            headers["X-Hub-Signature-256"] = f"sha256={digest}"
+    return body, headers
+
+
+def first_line(body: bytes) -> str:
+    """The first line of an error body (the public message)."""
+    return body.decode("utf-8").split("\n", 1)[0]
+
+
+def notification(**values: Any) -> dict[str, Any]:
+    """A notification dict; every one of the seven keys must be given."""
+    assert set(values) == NOTIFICATION_KEYS, sorted(values)
+    return values
+
+
+def assert_published(
+    message: dict,
+    raw: Any,
+    expected: dict,
+    routing_key: str,
+    message_id: str | None = None,
+) -> None:
+    """Check a consumed notification: body, routing key and AMQP properties.
+
+    Without ``message_id``, the message id must be a generated UUID.
+    """
+    assert set(message) == NOTIFICATION_KEYS
+    assert message == expected
+    assert raw.routing_key == routing_key
+    properties = raw.content.properties
+    assert properties["delivery-mode"] == 2
+    assert properties["app-id"] == "notifications"
+    assert properties["content-type"] == "application/json"
+    if message_id is None:
+        uuid.UUID(properties["message-id"])
+    else:
+        assert properties["message-id"] == message_id
+
+
+def assert_report(
+    answer: bytes, gate: str, door: str, exchange: str, routing_keys: list[str]
+) -> dict:
+    """Check an actions report with one published ``AMQPAction`` per routing key."""
+    report = json.loads(answer)
+    assert set(report) >= {"gate", "door", "created", "actions"}
+    assert report["gate"] == gate
+    assert report["door"] == door
+    assert isinstance(report["created"], int)
+    assert len(report["actions"]) == len(routing_keys)
+    for action, key in zip(report["actions"], routing_keys, strict=True):
+        # With the broker up, the confirm comes before the answer (SPEC §6).
+        assert action == {
+            "action": "AMQPAction",
+            "method": "publish",
+            "target": exchange,
+            "routingKey": key,
+            "status": "published",
+            "error": None,
+        }
+    return report
+
+
+def closed_port() -> int:
+    """A loopback TCP port nothing listens on (just released by the OS)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class _Collector(Protocol):
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.done: defer.Deferred = defer.Deferred()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def connectionLost(self, reason) -> None:
+        self.done.callback(b"".join(self.chunks))
+
+
+async def raw_http(
+    base_url: str, method: str, path: str, headers: list[tuple[str, str]], body: bytes = b""
+) -> tuple[int, bytes]:
+    """Send an HTTP/1.0 request byte for byte (header names as written).
+
+    treq canonicalizes header names; this sends them exactly as given, to
+    check that the daemon does not care about their case.
+    """
+    port = urlsplit(base_url).port
+    lines = [f"{method} {path} HTTP/1.0", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines.extend(f"{name}: {value}" for name, value in headers)
+    request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
+    collector = _Collector()
+    protocol = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
+    protocol.transport.write(request)
+    response = await collector.done.addTimeout(5, reactor)
+    head, _, content = response.partition(b"\r\n\r\n")
+    status = int(head.split(b" ", 2)[1])
+    return status, content
