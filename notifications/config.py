@@ -46,9 +46,16 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "allow_unsigned": list,
         "publish_timeout": (int, float),
         "max_body_size": int,
+        "dedup_window": (int, float),
     },
     "features": {name: bool for name in FEATURES},
-    "storage": {"directory": str},
+    "storage": {
+        "directory": str,
+        "synchronous": str,
+        "max_messages": int,
+        "max_bytes": int,
+        "drain_timeout": (int, float),
+    },
     "http": {"timeout": (int, float)},
     "mailgun": {"key": str},
     "dockerhub": {"base_url": str},
@@ -102,6 +109,11 @@ class Config:
     allow_unsigned: frozenset[str] = frozenset()
     features: Mapping[str, bool] = field(default_factory=lambda: dict.fromkeys(FEATURES, True))
     storage_directory: Path = Path("var")
+    synchronous: str = "full"
+    max_messages: int = 100_000
+    max_bytes: int | None = None
+    drain_timeout: float = 10.0
+    dedup_window: float = 86_400.0
     publish_timeout: float = 2.0
     max_body_size: int = 25 * 1024 * 1024
     http_timeout: float = 10.0
@@ -263,16 +275,24 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
                 f"({', '.join(SIGNING_GATES)})",
             )
 
+    storage = data.get("storage", {})
     publish_timeout = float(gate.get("publish_timeout", 2.0))
     max_body_size = gate.get("max_body_size", 25 * 1024 * 1024)
     http_timeout = float(data.get("http", {}).get("timeout", 10.0))
     for name, value in (
         ("[gate] publish_timeout", publish_timeout),
         ("[gate] max_body_size", max_body_size),
+        ("[gate] dedup_window", gate.get("dedup_window", 1)),
         ("[http] timeout", http_timeout),
+        ("[storage] max_messages", storage.get("max_messages", 1)),
+        ("[storage] max_bytes", storage.get("max_bytes", 1)),
+        ("[storage] drain_timeout", storage.get("drain_timeout", 1)),
     ):
         if value <= 0:
             raise ConfigError(path, f"{name} must be positive")
+    synchronous = storage.get("synchronous", "full")
+    if synchronous not in ("full", "normal"):
+        raise ConfigError(path, '[storage] synchronous must be "full" or "normal"')
 
     features = dict.fromkeys(FEATURES, True)
     features.update(data.get("features", {}))
@@ -285,7 +305,12 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         dockerhub_tokens=tokens,
         allow_unsigned=frozenset(allow_unsigned),
         features=features,
-        storage_directory=resolve(data.get("storage", {}).get("directory", "var")),
+        storage_directory=resolve(storage.get("directory", "var")),
+        synchronous=synchronous,
+        max_messages=storage.get("max_messages", 100_000),
+        max_bytes=storage.get("max_bytes"),
+        drain_timeout=float(storage.get("drain_timeout", 10.0)),
+        dedup_window=float(gate.get("dedup_window", 86_400.0)),
         publish_timeout=publish_timeout,
         max_body_size=max_body_size,
         http_timeout=http_timeout,

@@ -49,9 +49,11 @@ class Publisher(service.Service):
 
     log = Logger()
 
-    def __init__(self, broker: BrokerConfig, reactor, retry_policy=None):
+    def __init__(self, broker: BrokerConfig, reactor, retry_policy=None, endpoint=None):
         self.broker = broker
         self.reactor = reactor
+        #: Where to connect; tests give an endpoint they drive by hand.
+        self.endpoint = endpoint or broker_endpoint(reactor, broker)
         self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self.client = None
         self.channel = None
@@ -62,6 +64,10 @@ class Publisher(service.Service):
         self._pending: OrderedDict[int, defer.Deferred] = OrderedDict()
         self._client_service: ClientService | None = None
         self._ready_waiters: list[defer.Deferred] = []
+        #: Called (without arguments) each time a connection is ready.
+        self.connected_listeners: list = []
+        self.unroutable = 0
+        self._unroutable_keys: set[str] = set()
         self._setup_failures = 0
 
     @property
@@ -84,7 +90,7 @@ class Publisher(service.Service):
         # set-up failures are added to the attempt count so that, say, a wrong
         # password still backs off.
         self._client_service = ClientService(
-            broker_endpoint(self.reactor, self.broker),
+            self.endpoint,
             AMQPFactory(self.broker, self.reactor, listener=self),
             retryPolicy=lambda attempt: self.retry_policy(attempt + self._setup_failures),
             clock=self.reactor,
@@ -135,6 +141,8 @@ class Publisher(service.Service):
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
             waiter.callback(self)
+        for listener in self.connected_listeners:
+            listener()
 
     def _setup_failed(self, failure, client) -> None:
         self._setup_failures += 1
@@ -181,12 +189,21 @@ class Publisher(service.Service):
         )
 
     def broker_return(self, message) -> None:
-        self.log.warn(
-            "The broker returned a message ({code} {text}), routing key {key}",
-            code=message.reply_code,
-            text=message.reply_text,
-            key=message.routing_key,
-        )
+        # Published as mandatory, a notification no queue is bound for comes
+        # back before its confirm. That is the normal fate of a notification
+        # nobody listens to (the older system dropped it silently): count it,
+        # and say it once per routing key so the log cannot be flooded.
+        self.unroutable += 1
+        key = message.routing_key
+        if key not in self._unroutable_keys and len(self._unroutable_keys) < 1000:
+            self._unroutable_keys.add(key)
+            self.log.info(
+                "No queue is bound for routing key {key} ({code} {text}); "
+                "such notifications are counted as unroutable",
+                key=key,
+                code=message.reply_code,
+                text=message.reply_text,
+            )
 
     # Publishing ------------------------------------------------------------
 
@@ -202,6 +219,7 @@ class Publisher(service.Service):
         self.channel.basic_publish(
             exchange=self.broker.exchange,
             routing_key=routing_key.encode(),
+            mandatory=True,
             content=content,
         )
         return confirmed
@@ -212,5 +230,6 @@ class Publisher(service.Service):
             "connected": self.connected,
             "since": self.connected_since if self.connected else self.disconnected_since,
             "reconnects": max(0, self.connections - 1),
+            "unroutable": self.unroutable,
             "unconfirmed": len(self._pending),
         }

@@ -16,13 +16,21 @@ def error_entry(error: BaseException | None) -> dict[str, str] | None:
     return {"type": type(error).__name__, "message": str(error) or type(error).__name__}
 
 
-def amqp_action(exchange: str, routing_key: str, error: BaseException | None = None) -> dict:
-    """The report entry of one publication."""
+def amqp_action(
+    exchange: str, routing_key: str, error: BaseException | None = None, status: str = "failed"
+) -> dict:
+    """The report entry of one publication.
+
+    ``status`` is ``published`` (the broker confirmed it before the answer),
+    ``queued`` (stored durably, the broker will get it) or ``failed`` (not
+    stored: the only case with an error).
+    """
     return {
         "action": "AMQPAction",
         "method": "publish",
         "target": exchange,
         "routingKey": routing_key,
+        "status": status,
         "error": error_entry(error),
     }
 

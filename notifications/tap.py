@@ -9,7 +9,9 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from .config import Config, ConfigError, config_path, load_config
+from .dispatcher import Dispatcher
 from .gates import make_gates
+from .outbox import Outbox, OutboxUnavailable
 from .publisher import Publisher
 from .web import make_site
 
@@ -54,15 +56,36 @@ class Options(usage.Options):
             raise SystemExit(f"notifications: configuration error: {error}") from None
 
 
+def make_dispatcher(config: Config, reactor) -> Dispatcher:
+    """The outbox, the publisher and the dispatcher between them."""
+    outbox = Outbox(
+        config.storage_directory,
+        reactor,
+        synchronous=config.synchronous,
+        max_messages=config.max_messages,
+        max_bytes=config.max_bytes,
+        dedup_window=config.dedup_window,
+    )
+    publisher = Publisher(config.broker, reactor)
+    return Dispatcher(outbox, publisher, reactor, drain_timeout=config.drain_timeout)
+
+
 def makeService(options: Options, reactor=None) -> service.MultiService:
-    """The daemon: the publisher and one web listener per ``--port``."""
+    """The daemon: the dispatcher (outbox and publisher) and one web listener per ``--port``.
+
+    On stop, the listeners close at once while the dispatcher finishes the
+    calls in progress and drains the outbox for ``drain_timeout`` seconds.
+    """
     if reactor is None:
         from twisted.internet import reactor
     config: Config = options["configuration"]
     top = service.MultiService()
 
-    publisher = Publisher(config.broker, reactor)
-    publisher.setServiceParent(top)
+    try:
+        dispatcher = make_dispatcher(config, reactor)
+    except OutboxUnavailable as error:
+        raise SystemExit(f"notifications: storage error: {error}") from None
+    dispatcher.setServiceParent(top)
 
     for gate in sorted(config.allow_unsigned):
         log.warn(
@@ -70,7 +93,7 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
             gate=gate,
         )
 
-    site = make_site(config, publisher, make_gates(config), reactor)
+    site = make_site(config, dispatcher, make_gates(config), reactor)
     for description in options["ports"]:
         try:
             listener = strports.service(description, site, reactor=reactor)

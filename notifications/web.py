@@ -2,8 +2,8 @@
 
 A gate call goes one straight way: the door resource turns the request into
 a :class:`~notifications.gates.GateCall`, the gate checks and renders it, the
-publisher publishes each notification, the side actions run, and the actions
-report is the answer.
+dispatcher makes each notification durable in the outbox and publishes it,
+the side actions run, and the actions report is the answer.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from .config import GATES, Config
 from .gates import Gate, GateCall, GateError, Outcome
 from .notification import RoutingKeyTooLong
+from .outbox import Duplicate, OutboxError
 from .report import amqp_action, make_report, report_status
 
 POST_ONLY = "This gate takes POST requests: see the documentation of the notifications center."
@@ -85,13 +86,53 @@ def config_report(config: Config, service_status) -> dict:
     }
 
 
+class HealthResource(Leaf):
+    """``GET /health``: broker state and outbox figures, as JSON."""
+
+    def __init__(self, dispatcher, reactor):
+        super().__init__()
+        self.dispatcher = dispatcher
+        self.reactor = reactor
+
+    def render_GET(self, request):
+        d = self.dispatcher.outbox.oldest()
+
+        def answer(oldest) -> None:
+            body = health_report(self.dispatcher, self.reactor.seconds(), oldest)
+            if not request._disconnected:
+                request.write(_json(request, 200, body))
+                request.finish()
+
+        def failed(failure) -> None:
+            if not request._disconnected:
+                request.write(
+                    _json(request, 503, {"status": "error", "error": "outbox unreadable"})
+                )
+                request.finish()
+
+        d.addCallbacks(answer, failed)
+        return server.NOT_DONE_YET
+
+
+def health_report(dispatcher, now: float, oldest: float | None) -> dict:
+    """Broker state (connected or not, since when) and the outbox depth and oldest age."""
+    broker = dispatcher.publisher.status()
+    outbox = dispatcher.status()
+    outbox["oldest_age"] = None if oldest is None else round(max(0.0, now - oldest), 3)
+    return {
+        "status": "ok" if broker["connected"] else "degraded",
+        "broker": broker,
+        "outbox": outbox,
+    }
+
+
 class RootResource(Resource):
     """``GET /``: what this is, its gates, where to look next."""
 
-    def __init__(self, config: Config, publisher):
+    def __init__(self, config: Config, dispatcher):
         super().__init__()
         self.config = config
-        self.publisher = publisher
+        self.publisher = dispatcher.publisher
 
     def getChild(self, path, request):
         if path == b"":
@@ -154,8 +195,12 @@ class GateResource(Resource):
         return DoorResource(self.gate, door, self.handler)
 
     def render(self, request):
-        request.setHeader(b"allow", b"POST")
-        return _plain(request, 405, POST_ONLY)
+        # Only a GET (or HEAD) deserves the "use POST" message here: a POST
+        # without a door is a wrong address.
+        if request.method in (b"GET", b"HEAD"):
+            request.setHeader(b"allow", b"POST")
+            return _plain(request, 405, POST_ONLY)
+        return notFound().render(request)
 
 
 class DoorResource(Resource):
@@ -169,11 +214,11 @@ class DoorResource(Resource):
         self.door = door
         self.handler = handler
 
-    def render_GET(self, request):
+    def render(self, request):
+        if request.method == b"POST":
+            return self.render_POST(request)
         request.setHeader(b"allow", b"POST")
         return _plain(request, 405, POST_ONLY)
-
-    render_HEAD = render_GET
 
     def render_POST(self, request):
         return self.handler.handle(self.gate, self.door, request)
@@ -199,60 +244,95 @@ class CallHandler:
 
     log = Logger()
 
-    def __init__(self, config: Config, publisher, reactor):
+    def __init__(self, config: Config, dispatcher, reactor):
         self.config = config
-        self.publisher = publisher
+        self.dispatcher = dispatcher
         self.reactor = reactor
+        self.in_progress = 0
+        #: Cleared when the daemon stops: calls then get 503 at once.
+        self.accepting = True
+        dispatcher.calls_in_progress = lambda: self.in_progress
+
+    @property
+    def exchange(self) -> str:
+        return self.dispatcher.publisher.exchange
 
     def handle(self, gate: Gate, door: str, request) -> int | bytes:
+        if not self.accepting or not self.dispatcher.running:
+            request.setHeader(b"retry-after", b"5")
+            return _plain(request, 503, "The notifications center is shutting down.\n")
         body = request.content.read()
         if len(body) > self.config.max_body_size:
             self._log_call(gate.name, door, None, 413, "body too large")
-            return _plain(request, 413, "Payload too large.")
+            return _plain(request, 413, "Payload too large.\n")
         call = GateCall(door=door, headers=_headers(request), body=body, query=_query(request))
-        finished = request.notifyFinish()
-        finished.addErrback(lambda _: None)
+        request.notifyFinish().addErrback(lambda _: None)
+        self.in_progress += 1
         d = defer.maybeDeferred(gate.process, call)
         d.addCallback(self.run, door)
         d.addCallbacks(
             self._answer, self._refused, (request, gate, door), None, (request, gate, door)
         )
         d.addErrback(self._crashed, request, gate, door)
+        d.addBoth(self._done)
         return server.NOT_DONE_YET
+
+    def _done(self, _) -> None:
+        self.in_progress -= 1
 
     @defer.inlineCallbacks
     def run(self, outcome: Outcome, door: str):
-        """Publish the outcome's notifications, run its side actions, build the report."""
+        """Store and publish the notifications, run the side actions, build the report.
+
+        The side actions start at once, beside the publication, so that a slow
+        remote service never delays the notification.
+        """
         try:
             keys = [publication.notification.routing_key for publication in outcome.publications]
         except RoutingKeyTooLong as error:
             raise GateError(400, "Bad request.", str(error)) from None
         created = int(self.reactor.seconds())
-        publications = [
-            self.publish(publication, key)
+        entries = [
+            (publication.message_id, key, publication.notification.to_json())
             for publication, key in zip(outcome.publications, keys, strict=True)
         ]
+        if entries:
+            try:
+                stored = yield self.dispatcher.store(entries, delivery=outcome.delivery or None)
+            except Duplicate:
+                report = make_report(outcome.gate, door, created, [])
+                report["duplicate"] = True
+                return outcome, report
+            except OutboxError as error:
+                stored = error
         sides = [defer.maybeDeferred(side) for side in outcome.side_actions]
+        publications = []
+        if entries and isinstance(stored, OutboxError):
+            publications = [
+                defer.succeed(amqp_action(self.exchange, key, stored, status="failed"))
+                for key in keys
+            ]
+        elif entries:
+            publications = [self._confirmation(entry) for entry in stored]
         results = yield defer.gatherResults(publications + sides, consumeErrors=True)
         return outcome, make_report(outcome.gate, door, created, list(results))
 
-    def publish(self, publication, routing_key: str) -> defer.Deferred:
-        d = self.publisher.publish(
-            routing_key, publication.notification.to_json(), publication.message_id
+    def _confirmation(self, entry) -> defer.Deferred:
+        # Without a connection no confirm can come soon: answer "queued" at once
+        # rather than make every caller wait during an outage.
+        timeout = self.config.publish_timeout if self.dispatcher.publisher.connected else 0
+        d = self.dispatcher.wait_confirmed(entry.id, timeout)
+        return d.addCallback(
+            lambda confirmed: amqp_action(
+                self.exchange, entry.routing_key, status="published" if confirmed else "queued"
+            )
         )
-        d.addTimeout(self.config.publish_timeout, self.reactor, onTimeoutCancel=_no_confirm)
-        d.addCallbacks(
-            lambda _: amqp_action(self.publisher.exchange, routing_key),
-            lambda failure: amqp_action(self.publisher.exchange, routing_key, failure.value),
-        )
-        return d
 
     def _answer(self, result, request, gate: Gate, door: str) -> None:
         outcome, report = result
         status = report_status(report["actions"])
-        self._log_call(
-            outcome.gate, door, outcome, status, _summary(report["actions"]) or "nothing to do"
-        )
+        detail = "duplicate delivery" if report.get("duplicate") else _summary(report["actions"])
+        self._log_call(outcome.gate, door, outcome, status, detail or "nothing to do")
         if request._disconnected:
             return
         if self.config.feature("ActionsReport"):
@@ -291,28 +371,23 @@ class CallHandler:
         )
 
 
-class NoConfirm(Exception):
-    """The broker did not confirm the message in time."""
-
-
-def _no_confirm(result, timeout):
-    raise NoConfirm(f"no confirm from the broker within {timeout:g} s")
-
-
 def _summary(actions: list[dict]) -> str:
     parts = []
     for action in actions:
         target = action.get("routingKey") or action.get("callSign") or action.get("image") or ""
         state = "error: " + action["error"]["message"] if action.get("error") else "ok"
+        if action.get("status") and not action.get("error"):
+            state = action["status"]
         parts.append(f"{action['action']} {target} {state}".replace("  ", " "))
     return "; ".join(parts)
 
 
-def make_site(config: Config, publisher, gates: dict[str, Gate], reactor, service_status=None):
-    """The :class:`twisted.web.server.Site` of the daemon."""
-    handler = CallHandler(config, publisher, reactor)
-    root = RootResource(config, publisher)
+def make_site(config: Config, dispatcher, gates: dict[str, Gate], reactor, service_status=None):
+    """The :class:`twisted.web.server.Site` of the daemon, and its call handler."""
+    handler = CallHandler(config, dispatcher, reactor)
+    root = RootResource(config, dispatcher)
     root.putChild(b"status", StatusResource())
+    root.putChild(b"health", HealthResource(dispatcher, reactor))
     if config.feature("GetConfig"):
         root.putChild(b"config", ConfigResource(config, service_status or _default_status))
     if config.feature("Gate"):
@@ -322,6 +397,7 @@ def make_site(config: Config, publisher, gates: dict[str, Gate], reactor, servic
         )
     site = server.Site(root)
     site.displayTracebacks = False
+    site.handler = handler
     return site
 
 

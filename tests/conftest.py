@@ -24,7 +24,9 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from notifications.amqp.connection import connect
 from notifications.config import BrokerConfig, Config, load_config
 from notifications.gates import make_gates
+from notifications.dispatcher import Dispatcher
 from notifications.publisher import Publisher
+from notifications.tap import make_dispatcher
 from notifications.web import make_site
 
 BROKER_HOST = os.environ.get("BROKER_HOST", "127.0.0.1")
@@ -145,7 +147,7 @@ def make_config(
         'dockerhub_tokens = "dockerhub-tokens.json"\n' + toml
     )
     if "[storage]" not in toml:
-        text += '\n[storage]\ndirectory = "var"\n'
+        text += '\n[storage]\ndirectory = "var"\ndrain_timeout = 2\n'
     (directory / "notifications.toml").write_text(text, encoding="utf-8")
     config = load_config(directory / "notifications.toml", environ={})
     return replace(config, broker=broker)
@@ -153,12 +155,16 @@ def make_config(
 
 @dataclass
 class Daemon:
-    """The daemon's web site and publisher, running in the test's reactor."""
+    """The daemon's web site, dispatcher and publisher, running in the test's reactor."""
 
     url: str
     config: Config
-    publisher: Publisher
+    dispatcher: Dispatcher
     port: Any
+
+    @property
+    def publisher(self) -> Publisher:
+        return self.dispatcher.publisher
 
     def gate(self, gate: str, door: str) -> str:
         return f"{self.url}/gate/{gate}/{door}"
@@ -178,19 +184,23 @@ class Daemon:
 
 
 async def start_daemon(config: Config, wait_for_broker: bool = True, **gate_kwargs) -> Daemon:
-    """Run the publisher and the site on 127.0.0.1 (a free port)."""
-    publisher = Publisher(config.broker, reactor)
-    publisher.startService()
+    """Run the dispatcher (outbox, publisher) and the site on 127.0.0.1 (a free port)."""
+    dispatcher = make_dispatcher(config, reactor)
+    dispatcher.startService()
     if wait_for_broker:
-        await publisher.when_connected().addTimeout(10, reactor)
-    site = make_site(config, publisher, make_gates(config, **gate_kwargs), reactor)
+        await dispatcher.publisher.when_connected().addTimeout(10, reactor)
+    site = make_site(config, dispatcher, make_gates(config, **gate_kwargs), reactor)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-    return Daemon(f"http://127.0.0.1:{port.getHost().port}", config, publisher, port)
+    return Daemon(f"http://127.0.0.1:{port.getHost().port}", config, dispatcher, port)
 
 
 async def stop_daemon(daemon: Daemon) -> None:
-    await daemon.port.stopListening()
-    await daemon.publisher.stopService()
+    """Stop the daemon (again is fine): close the port, drain and close the outbox."""
+    stopped = daemon.port.stopListening()
+    if stopped is not None:
+        await stopped
+    if daemon.dispatcher.running:
+        await daemon.dispatcher.stopService()
     # Let the closed connections' last callbacks run before the next test.
     await defer.Deferred.fromCoroutine(_settle())
 

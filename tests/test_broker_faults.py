@@ -25,7 +25,7 @@ from twisted.logger import formatEvent
 from twisted.protocols import portforward
 
 from notifications.amqp.connection import AMQPFactory, broker_endpoint
-from tests.conftest import BROKER_HOST, BROKER_PORT, test_broker, wait_for
+from tests.conftest import BROKER_HOST, BROKER_PORT, stop_daemon, test_broker, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTIFICATION = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "v2"}
@@ -82,21 +82,34 @@ async def test_broker_down_at_start_then_up(daemon_factory, broker, consumer):
 
     status = await treq.get(daemon.url + "/status")
     assert await status.content() == b"ALIVE"
-    response, body = await daemon.post("/gate/Notification/Acme", NOTIFICATION)
-    assert response.code == 503
-    [action] = json.loads(body)["actions"]
-    assert action["error"]["type"] == "BrokerUnavailable"
+    for index in range(20):
+        response, body = await daemon.post(
+            "/gate/Notification/Acme", {**NOTIFICATION, "text": f"queued {index}"}
+        )
+        assert response.code == 200, body
+        [action] = json.loads(body)["actions"]
+        assert action["status"] == "queued"
+        assert action["error"] is None
     await consumer.expect_nothing()
+    health = json.loads(await (await treq.get(daemon.url + "/health")).content())
+    assert health["status"] == "degraded"
+    assert health["broker"]["connected"] is False
+    assert health["outbox"]["depth"] == 20
+    assert health["outbox"]["oldest_age"] >= 0
 
     proxy, listening = await listen_proxy(port)
     try:
         await daemon.publisher.when_connected().addTimeout(15, reactor)
+        texts = [message["text"] for message in await consumer.drain(wait=1.0)]
+        assert texts == [f"queued {index}" for index in range(20)]
         response, body = await daemon.post("/gate/Notification/Acme", NOTIFICATION)
         assert response.code == 200, body
+        assert json.loads(body)["actions"][0]["status"] == "published"
         message, _ = await consumer.get()
         assert message["text"] == "v2"
+        await wait_for(lambda: daemon.dispatcher.outbox.depth == 0)
     finally:
-        await daemon.publisher.stopService()
+        await stop_daemon(daemon)
         proxy.sever()
         await listening.stopListening()
 
@@ -125,7 +138,7 @@ async def test_connection_cut_mid_stream_reconnects(daemon_factory, broker, cons
         texts = [message["text"] for message in await consumer.drain()]
         assert texts == [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)]
     finally:
-        await daemon.publisher.stopService()
+        await stop_daemon(daemon)
         proxy.sever()
         await listening.stopListening()
 
@@ -141,8 +154,9 @@ async def test_an_exchange_of_another_type_is_retried_not_used(
         daemon = await daemon_factory(wait_for_broker=False)
         await wait_for(lambda: daemon.publisher._setup_failures >= 2, timeout=15)
         response, body = await daemon.post("/gate/Notification/Acme", NOTIFICATION)
-        assert response.code == 503
-        assert json.loads(body)["actions"][0]["error"]["type"] == "BrokerUnavailable"
+        assert response.code == 200
+        assert json.loads(body)["actions"][0]["status"] == "queued"
+        await stop_daemon(daemon)
     finally:
         await channel.exchange_delete(exchange=broker.exchange)
         await client.close(within=2)

@@ -1,0 +1,246 @@
+"""The dispatcher: moves notifications from the outbox to the broker, in order.
+
+A notification enters through :meth:`Dispatcher.store` (durable once its
+Deferred fires) and leaves the outbox only when the broker confirms it. The
+dispatcher publishes over the publisher's connection with a bounded number of
+unconfirmed messages (the in-flight window); a message that was not
+confirmed (connection lost, ``basic.nack``) goes back in its place and is
+published again, so the exchange receives notifications in the order they
+were accepted.
+
+Memory stays bounded whatever the broker does: at most ``memory_limit``
+entries are kept in memory; past that the outbox is said to have *spilled*
+and entries are paged in from disk as the broker takes them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from twisted.application import service
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from .outbox import Entry, NewEntry, Outbox
+from .publisher import PublicationRefused, Publisher
+
+
+class Dispatcher(service.Service):
+    """Owns the outbox and the publisher; publishes what the outbox holds."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        publisher: Publisher,
+        reactor,
+        window: int = 256,
+        memory_limit: int = 4096,
+        page: int = 512,
+        drain_timeout: float = 10.0,
+        nack_delay: float = 1.0,
+    ):
+        self.outbox = outbox
+        self.publisher = publisher
+        self.reactor = reactor
+        self.window = window
+        self.memory_limit = memory_limit
+        self.page = page
+        self.drain_timeout = drain_timeout
+        self.nack_delay = nack_delay
+        #: How many gate calls are being processed (set by the web layer).
+        self.calls_in_progress: Callable[[], int] = lambda: 0
+        self.published = 0
+        self.nacked = 0
+        self._queue: deque[Entry] = deque()
+        self._requeued: list[Entry] = []
+        self._inflight: dict[int, Entry] = {}
+        self._cursor = 0
+        self._spilled = outbox.depth > 0
+        self._loading = False
+        self._waiters: dict[int, defer.Deferred] = {}
+        self._confirmed: list[int] = []
+        self._removing = False
+        self._paused: object = None
+        self._purge: task.LoopingCall | None = None
+        publisher.connected_listeners.append(self._pump)
+
+    # Service -----------------------------------------------------------------
+
+    def startService(self) -> None:
+        super().startService()
+        if self._spilled:
+            self.log.info(
+                "Replaying {depth} notifications left in the outbox", depth=self.outbox.depth
+            )
+        self.publisher.startService()
+        self._purge = task.LoopingCall(self._forget_deliveries)
+        self._purge.clock = self.reactor
+        self._purge.start(3600, now=True)
+
+    def _forget_deliveries(self) -> defer.Deferred:
+        # Wrapped so that one failure cannot stop the loop.
+        d = self.outbox.forget_deliveries()
+        d.addErrback(lambda f: self.log.failure("Could not purge old delivery ids", f))
+        return d
+
+    @defer.inlineCallbacks
+    def stopService(self):
+        """Finish the calls in progress, drain for a bounded time, then close."""
+        super().stopService()
+        if self._purge is not None and self._purge.running:
+            self._purge.stop()
+        deadline = self.reactor.seconds() + self.drain_timeout
+        while self.reactor.seconds() < deadline and not self._idle():
+            yield task.deferLater(self.reactor, 0.05)
+        if not self._idle():
+            self.log.warn(
+                "Stopping with {depth} notifications left in the outbox for the next start",
+                depth=self.outbox.depth - len(self._confirmed),
+            )
+        yield self.publisher.stopService()
+        yield self._flush_confirmed()
+        yield self.outbox.close()
+
+    def _idle(self) -> bool:
+        return (
+            self.calls_in_progress() == 0
+            and not self._queue
+            and not self._requeued
+            and not self._inflight
+            and not self._spilled
+        )
+
+    # Entering ------------------------------------------------------------------
+
+    def store(self, entries: Sequence[NewEntry], delivery: str | None = None) -> defer.Deferred:
+        """Make entries durable, then queue them for the broker; fires with the entries."""
+        return self.outbox.add(entries, delivery).addCallback(self._accept)
+
+    def _accept(self, entries: list[Entry]) -> list[Entry]:
+        # Results of the outbox come in commit order, so ids only grow here.
+        for entry in entries:
+            if not self._spilled and len(self._queue) < self.memory_limit:
+                self._queue.append(entry)
+                self._cursor = entry.id
+            else:
+                self._spilled = True
+        self._pump()
+        return entries
+
+    def wait_confirmed(self, entry_id: int, timeout: float) -> defer.Deferred:
+        """Fires with True once the broker confirmed the entry, False after ``timeout``."""
+        if timeout <= 0:
+            return defer.succeed(False)
+        d = defer.Deferred(lambda _: self._waiters.pop(entry_id, None))
+        self._waiters[entry_id] = d
+        d.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda result, timeout: False)
+        return d
+
+    # Publishing ---------------------------------------------------------------
+
+    def _pump(self) -> None:
+        if self._requeued:
+            self._queue = deque(heapq.merge(sorted(self._requeued, key=_id), self._queue, key=_id))
+            self._requeued.clear()
+        if self._paused is None:
+            while self.publisher.connected and len(self._inflight) < self.window and self._queue:
+                entry = self._queue.popleft()
+                self._inflight[entry.id] = entry
+                d = self.publisher.publish(
+                    entry.routing_key, entry.body, entry.message_id, int(entry.created)
+                )
+                d.addCallbacks(self._on_confirm, self._on_failure, (entry,), None, (entry,))
+        if self._spilled and not self._loading and len(self._queue) < self.page:
+            self._page_in()
+
+    def _on_confirm(self, _, entry: Entry) -> None:
+        self._inflight.pop(entry.id, None)
+        self.published += 1
+        self._confirmed.append(entry.id)
+        waiter = self._waiters.pop(entry.id, None)
+        if waiter is not None:
+            waiter.callback(True)
+        self._flush_confirmed()
+        self._pump()
+
+    def _on_failure(self, failure, entry: Entry) -> None:
+        self._inflight.pop(entry.id, None)
+        self._requeued.append(entry)
+        if failure.check(PublicationRefused):
+            self.nacked += 1
+            self.log.warn(
+                "The broker refused notification {message_id} ({routing_key}); "
+                "retrying in {delay} s",
+                message_id=entry.message_id,
+                routing_key=entry.routing_key,
+                delay=self.nack_delay,
+            )
+            if self._paused is None:
+                self._paused = self.reactor.callLater(self.nack_delay, self._resume)
+        # A lost connection needs nothing more: the publisher calls _pump
+        # again once it is connected.
+
+    def _resume(self) -> None:
+        self._paused = None
+        self._pump()
+
+    def _page_in(self) -> None:
+        self._loading = True
+        d = self.outbox.load(self._cursor, self.page)
+
+        def loaded(entries: list[Entry]) -> None:
+            self._loading = False
+            if entries:
+                self._queue.extend(entries)
+                self._cursor = entries[-1].id
+            if len(entries) < self.page:
+                # Everything committed before this read is in memory now, and
+                # what commits after it reaches _accept after this callback.
+                self._spilled = False
+            self._pump()
+
+        def failed(failure) -> None:
+            self._loading = False
+            self.log.failure("Could not read the outbox; trying again", failure)
+            self.reactor.callLater(1.0, self._pump)
+
+        d.addCallbacks(loaded, failed)
+
+    def _flush_confirmed(self) -> defer.Deferred:
+        if self._removing or not self._confirmed:
+            return defer.succeed(None)
+        ids, self._confirmed = self._confirmed, []
+        self._removing = True
+
+        def removed(_):
+            self._removing = False
+            return self._flush_confirmed()
+
+        def failed(failure):
+            # The entries stay on disk: they will be published again (with
+            # the same message id) at the next start.
+            self.log.failure("Could not remove confirmed notifications from the outbox", failure)
+
+        d = self.outbox.remove(ids)
+        d.addErrback(failed)
+        d.addBoth(removed)
+        return d
+
+    # Figures --------------------------------------------------------------------
+
+    def status(self) -> dict:
+        return {
+            "depth": self.outbox.depth,
+            "in_flight": len(self._inflight),
+            "in_memory": len(self._queue) + len(self._requeued),
+            "published": self.published,
+            "nacked": self.nacked,
+        }
+
+
+def _id(entry: Entry) -> int:
+    return entry.id
