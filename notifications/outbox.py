@@ -117,15 +117,32 @@ class _Batcher:
 
     def _transaction(self, operations: Sequence[Callable]) -> list[tuple[bool, Any]]:
         # On the database thread: one transaction, one savepoint per operation.
+        # Some errors (SQLITE_FULL, I/O errors) make SQLite roll back the whole
+        # transaction by itself: that operation fails, and the transaction is
+        # run again with the others, so that they do not share its fate.
+        failed: dict[int, Exception] = {}
+        while True:
+            results = self._attempt(operations, failed)
+            if results is not None:
+                self.batches += 1
+                return results
+
+    def _attempt(self, operations, failed: dict[int, Exception]):
         results: list[tuple[bool, Any]] = []
         cursor = self.connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         try:
-            for operation in operations:
+            for index, operation in enumerate(operations):
+                if index in failed:
+                    results.append((False, failed[index]))
+                    continue
                 cursor.execute("SAVEPOINT operation")
                 try:
                     results.append((True, operation(cursor)))
                 except Exception as error:  # handed to that operation's caller
+                    if not self.connection.in_transaction:
+                        failed[index] = error
+                        return None
                     cursor.execute("ROLLBACK TO operation")
                     results.append((False, error))
                 cursor.execute("RELEASE operation")
@@ -136,7 +153,6 @@ class _Batcher:
             raise
         finally:
             cursor.close()
-        self.batches += 1
         return results
 
     def _done(self, outcome, group) -> None:
