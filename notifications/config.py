@@ -83,7 +83,7 @@ class BrokerConfig:
     vhost: str = "/"
     exchange: str = "notifications"
     tls: bool = False
-    heartbeat: int = 10
+    heartbeat: int = 5
     connect_timeout: float = 10.0
 
 

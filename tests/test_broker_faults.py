@@ -49,6 +49,13 @@ class SeverableProxy(portforward.ProxyFactory):
         self.servers.append(server)
         return server
 
+    def freeze(self) -> None:
+        """Stop forwarding in both directions, the TCP connections left open."""
+        for server in self.servers:
+            for side in (server, server.peer):
+                if side is not None and side.transport is not None:
+                    side.transport.pauseProducing()
+
     def sever(self) -> None:
         for server in self.servers:
             if server.transport is not None:
@@ -137,6 +144,29 @@ async def test_connection_cut_mid_stream_reconnects(daemon_factory, broker, cons
             assert response.code == 200
         texts = [message["text"] for message in await consumer.drain()]
         assert texts == [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)]
+    finally:
+        await stop_daemon(daemon)
+        proxy.sever()
+        await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_silent_broker_is_noticed_by_heartbeats(daemon_factory, broker, consumer):
+    proxy, listening = await listen_proxy()
+    try:
+        daemon = await daemon_factory(
+            broker_config=test_broker(broker.exchange, port=listening.getHost().port, heartbeat=1)
+        )
+        proxy.freeze()
+        frozen = reactor.seconds()
+        await wait_for(lambda: not daemon.publisher.connected, timeout=10)
+        # txamqp drops the connection after three heartbeats without a frame.
+        assert reactor.seconds() - frozen < 5
+        _, body = await daemon.post("/gate/Notification/Acme", NOTIFICATION)
+        assert json.loads(body)["actions"][0]["status"] == "queued"
+        await daemon.publisher.when_connected().addTimeout(15, reactor)
+        message, _ = await consumer.get()
+        assert message["text"] == "v2"
     finally:
         await stop_daemon(daemon)
         proxy.sever()
