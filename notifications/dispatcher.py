@@ -96,6 +96,9 @@ class Dispatcher(service.Service):
         deadline = self.reactor.seconds() + self.drain_timeout
         while self.reactor.seconds() < deadline and not self._idle():
             yield task.deferLater(self.reactor, 0.05)
+        if self._paused is not None and self._paused.active():
+            self._paused.cancel()
+        self._paused = None
         if not self._idle():
             self.log.warn(
                 "Stopping with {depth} notifications left in the outbox for the next start",

@@ -296,7 +296,7 @@ class Outbox:
             return cursor.rowcount
 
         def removed(count: int) -> int:
-            self.depth = max(0, self.depth - len(ids))
+            self.depth = max(0, self.depth - count)
             return count
 
         return self._batcher.run(delete).addCallback(removed)

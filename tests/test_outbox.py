@@ -1,0 +1,358 @@
+"""The outbox: order and ids, depth, deduplication, limits, savepoints, group commit.
+
+Most tests run the SQLite transactions on the calling thread (``threaded=False``)
+with a :class:`Clock` for the time stamps; the group-commit tests need the
+database thread and so run in the real reactor (pytest-twisted).
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+import tempfile
+from contextlib import closing
+from pathlib import Path
+
+import pytest_twisted
+from twisted.internet import defer, reactor, task
+from twisted.internet.task import Clock
+from twisted.trial.unittest import SynchronousTestCase
+
+from notifications.outbox import Duplicate, Entry, Outbox, OutboxFull, OutboxUnavailable
+
+DAY = 86_400.0
+
+
+def new_entries(count: int, prefix: str = "m", size: int = 10) -> list[tuple[str, str, bytes]]:
+    """``count`` entries to store: message ids ``m0``, ``m1``… and bodies of ``size`` bytes."""
+    return [(f"{prefix}{i}", f"test.{prefix}", bytes([65 + i % 26]) * size) for i in range(count)]
+
+
+def count_rows(path: Path, table: str) -> int:
+    """Rows of a table, read through a connection of the test's own."""
+    with closing(sqlite3.connect(path)) as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
+
+
+class OutboxTests(SynchronousTestCase):
+    """The outbox with its transactions run synchronously."""
+
+    def setUp(self) -> None:
+        self.directory = Path(tempfile.mkdtemp(prefix="outbox-test-"))
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.clock = Clock()
+        self.clock.advance(1_000_000)
+
+    def open(self, **kwargs) -> Outbox:
+        """An outbox on the test's directory, closed at the end of the test."""
+        outbox = Outbox(self.directory, self.clock, threaded=False, **kwargs)
+        self.addCleanup(outbox.close)
+        return outbox
+
+    def close(self, outbox: Outbox) -> None:
+        self.assertIsNone(self.successResultOf(outbox.close()))
+
+    # Storing and reading --------------------------------------------------------------
+
+    def test_add_gives_increasing_ids_and_keeps_the_fields(self) -> None:
+        outbox = self.open()
+        first = self.successResultOf(outbox.add(new_entries(3)))
+        second = self.successResultOf(outbox.add([("other", "test.other", b"{}")]))
+        self.assertEqual(
+            first,
+            [
+                Entry(1, "m0", "test.m", b"A" * 10, 1_000_000.0),
+                Entry(2, "m1", "test.m", b"B" * 10, 1_000_000.0),
+                Entry(3, "m2", "test.m", b"C" * 10, 1_000_000.0),
+            ],
+        )
+        self.assertEqual([entry.id for entry in second], [4])
+        self.assertEqual(outbox.depth, 4)
+        self.assertEqual(outbox.last_id, 4)
+
+    def test_load_in_order_after_an_id(self) -> None:
+        outbox = self.open()
+        stored = self.successResultOf(outbox.add(new_entries(10)))
+        self.assertEqual(self.successResultOf(outbox.load(0, 100)), stored)
+        self.assertEqual(self.successResultOf(outbox.load(0, 4)), stored[:4])
+        self.assertEqual(self.successResultOf(outbox.load(stored[3].id, 4)), stored[4:8])
+        self.assertEqual(self.successResultOf(outbox.load(stored[-1].id, 4)), [])
+        # The bodies come back as bytes, not memoryview or str.
+        self.assertIsInstance(self.successResultOf(outbox.load(0, 1))[0].body, bytes)
+
+    def test_remove_forgets_entries_and_lowers_the_depth(self) -> None:
+        outbox = self.open()
+        stored = self.successResultOf(outbox.add(new_entries(5)))
+        removed = self.successResultOf(outbox.remove([stored[1].id, stored[3].id]))
+        self.assertEqual(removed, 2)
+        self.assertEqual(outbox.depth, 3)
+        remaining = self.successResultOf(outbox.load(0, 10))
+        self.assertEqual([entry.message_id for entry in remaining], ["m0", "m2", "m4"])
+
+    def test_ids_are_not_reused_after_removal(self) -> None:
+        outbox = self.open()
+        stored = self.successResultOf(outbox.add(new_entries(3)))
+        self.successResultOf(outbox.remove([entry.id for entry in stored]))
+        again = self.successResultOf(outbox.add(new_entries(1)))
+        self.assertEqual(again[0].id, 4)
+        self.assertEqual(outbox.depth, 1)
+
+    def test_removing_an_unknown_id_leaves_the_depth_alone(self) -> None:
+        outbox = self.open()
+        stored = self.successResultOf(outbox.add(new_entries(2)))
+        self.assertEqual(self.successResultOf(outbox.remove([stored[0].id, 999])), 1)
+        self.assertEqual(outbox.depth, 1)
+
+    def test_oldest(self) -> None:
+        outbox = self.open()
+        self.assertIsNone(self.successResultOf(outbox.oldest()))
+        first = self.successResultOf(outbox.add(new_entries(1)))
+        self.clock.advance(60)
+        self.successResultOf(outbox.add(new_entries(1, prefix="n")))
+        self.assertEqual(self.successResultOf(outbox.oldest()), 1_000_000.0)
+        self.successResultOf(outbox.remove([first[0].id]))
+        self.assertEqual(self.successResultOf(outbox.oldest()), 1_000_060.0)
+
+    def test_entries_and_depth_persist_across_reopening(self) -> None:
+        outbox = self.open()
+        stored = self.successResultOf(outbox.add(new_entries(4)))
+        self.successResultOf(outbox.remove([stored[0].id]))
+        self.close(outbox)
+
+        reopened = self.open()
+        self.assertEqual(reopened.depth, 3)
+        self.assertEqual(reopened.last_id, 4)
+        self.assertEqual(self.successResultOf(reopened.load(0, 10)), stored[1:])
+        added = self.successResultOf(reopened.add(new_entries(1, prefix="n")))
+        self.assertEqual(added[0].id, 5)
+
+    # Deduplication --------------------------------------------------------------------
+
+    def test_same_delivery_is_a_duplicate_and_stores_nothing(self) -> None:
+        outbox = self.open()
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+        failure = self.failureResultOf(
+            outbox.add(new_entries(2, prefix="again"), delivery="delivery-1"), Duplicate
+        )
+        self.assertEqual(failure.value.args, ("delivery-1",))
+        self.assertEqual(outbox.depth, 1)
+        self.assertEqual(count_rows(outbox.path, "outbox"), 1)
+        # Another delivery, or none, is stored.
+        self.successResultOf(outbox.add(new_entries(1, prefix="n"), delivery="delivery-2"))
+        self.successResultOf(outbox.add(new_entries(1, prefix="p")))
+        self.assertEqual(outbox.depth, 3)
+
+    def test_duplicate_window_expires(self) -> None:
+        outbox = self.open(dedup_window=DAY)
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-2"))
+        self.clock.advance(DAY - 1)
+        self.failureResultOf(outbox.add(new_entries(1), delivery="delivery-1"), Duplicate)
+        # Nothing is old enough to be forgotten yet.
+        self.assertEqual(self.successResultOf(outbox.forget_deliveries()), 0)
+        self.assertEqual(count_rows(outbox.path, "deliveries"), 2)
+
+        self.clock.advance(2)
+        self.assertEqual(self.successResultOf(outbox.forget_deliveries()), 2)
+        self.assertEqual(count_rows(outbox.path, "deliveries"), 0)
+        stored = self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+        self.assertEqual(len(stored), 1)
+        # Seen again now, so a duplicate again.
+        self.failureResultOf(outbox.add(new_entries(1), delivery="delivery-1"), Duplicate)
+
+    def test_expired_delivery_is_accepted_before_the_purge(self) -> None:
+        outbox = self.open(dedup_window=60)
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+        self.clock.advance(61)
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+        self.assertEqual(outbox.depth, 2)
+
+    def test_duplicate_check_survives_reopening(self) -> None:
+        outbox = self.open()
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+        self.close(outbox)
+        reopened = self.open()
+        self.failureResultOf(reopened.add(new_entries(1), delivery="delivery-1"), Duplicate)
+        self.assertEqual(reopened.depth, 1)
+
+    # Limits ---------------------------------------------------------------------------
+
+    def test_max_messages(self) -> None:
+        outbox = self.open(max_messages=5)
+        self.successResultOf(outbox.add(new_entries(4)))
+        failure = self.failureResultOf(outbox.add(new_entries(2, prefix="n")), OutboxFull)
+        self.assertIn("the outbox is full", str(failure.value))
+        self.assertIn("4 notifications are waiting", str(failure.value))
+        self.assertEqual(outbox.depth, 4)
+        self.assertEqual(count_rows(outbox.path, "outbox"), 4)
+        # What still fits is taken; a removal makes room again.
+        self.successResultOf(outbox.add(new_entries(1, prefix="p")))
+        self.failureResultOf(outbox.add(new_entries(1, prefix="q")), OutboxFull)
+        self.successResultOf(outbox.remove([1]))
+        self.successResultOf(outbox.add(new_entries(1, prefix="r")))
+        self.assertEqual(outbox.depth, 5)
+
+    def test_full_outbox_does_not_record_the_delivery(self) -> None:
+        outbox = self.open(max_messages=1)
+        self.successResultOf(outbox.add(new_entries(1)))
+        self.failureResultOf(outbox.add(new_entries(1), delivery="delivery-1"), OutboxFull)
+        self.successResultOf(outbox.remove([1]))
+        # The caller was told it failed, so the redelivery must be taken.
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+
+    def test_max_bytes_gives_outbox_full_and_stays_usable(self) -> None:
+        outbox = self.open(max_bytes=64 * 1024)
+        kept = self.successResultOf(outbox.add(new_entries(2, size=100)))
+        failure = self.failureResultOf(
+            outbox.add(new_entries(1, prefix="big", size=200_000), delivery="big-delivery"),
+            OutboxFull,
+        )
+        self.assertIn("storage is full", str(failure.value))
+        self.assertEqual(outbox.depth, 2)
+        self.assertEqual(count_rows(outbox.path, "outbox"), 2)
+
+        # Smaller entries are still taken, removals still work, and the refused
+        # delivery was not recorded.
+        small = self.successResultOf(
+            outbox.add(new_entries(1, prefix="small", size=100), delivery="big-delivery")
+        )
+        self.assertEqual(self.successResultOf(outbox.remove([kept[0].id])), 1)
+        self.assertEqual(
+            self.successResultOf(outbox.load(0, 10)),
+            [kept[1], small[0]],
+        )
+        self.assertEqual(outbox.depth, 2)
+
+    def test_filling_max_bytes_entry_by_entry(self) -> None:
+        outbox = self.open(max_bytes=64 * 1024)
+        outcomes: list = []
+        for i in range(40):
+            outbox.add(new_entries(1, prefix=f"e{i}-", size=3000)).addBoth(outcomes.append)
+        stored = [outcome for outcome in outcomes if isinstance(outcome, list)]
+        # Entries are taken until the storage is full, then all are refused.
+        self.assertTrue(5 < len(stored) < 40, len(stored))
+        self.assertEqual(outcomes[: len(stored)], stored)
+        for refused in outcomes[len(stored) :]:
+            refused.trap(OutboxFull)
+        self.assertEqual(outbox.depth, len(stored))
+        # Room comes back after removals.
+        self.successResultOf(outbox.remove([entries[0].id for entries in stored]))
+        self.successResultOf(outbox.add(new_entries(1, prefix="after", size=3000)))
+        self.assertEqual(outbox.depth, 1)
+
+    def test_failed_operation_is_rolled_back_whole(self) -> None:
+        # The second entry breaks a NOT NULL constraint after the first entry
+        # and the delivery id were written: the savepoint undoes both.
+        outbox = self.open()
+        broken = [("m0", "test.m", b"fine"), ("m1", "test.m", None)]
+        self.failureResultOf(outbox.add(broken, delivery="delivery-1"), OutboxUnavailable)
+        self.assertEqual(outbox.depth, 0)
+        self.assertEqual(count_rows(outbox.path, "outbox"), 0)
+        self.assertEqual(count_rows(outbox.path, "deliveries"), 0)
+        self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
+        self.assertEqual(outbox.depth, 1)
+
+    # Opening --------------------------------------------------------------------------
+
+    def test_database_is_in_wal_mode(self) -> None:
+        outbox = self.open()
+        with closing(sqlite3.connect(outbox.path)) as connection:
+            mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        self.assertEqual(mode, "wal")
+
+    def test_synchronous_settings(self) -> None:
+        full = self.open()
+        connection = full._batcher.connection
+        self.assertEqual(connection.execute("PRAGMA synchronous").fetchone()[0], 2)
+        self.close(full)
+        normal = self.open(synchronous="normal")
+        connection = normal._batcher.connection
+        self.assertEqual(connection.execute("PRAGMA synchronous").fetchone()[0], 1)
+        self.successResultOf(normal.add(new_entries(1)))
+        self.assertEqual(normal.depth, 1)
+
+    def test_unusable_directory_is_outbox_unavailable(self) -> None:
+        blocker = self.directory / "a-file"
+        blocker.write_bytes(b"")
+        with self.assertRaises(OutboxUnavailable) as raised:
+            Outbox(blocker / "outbox", self.clock, threaded=False)
+        self.assertIn("cannot open the outbox", str(raised.exception))
+
+    def test_close_finishes_and_closes_the_database(self) -> None:
+        outbox = self.open()
+        self.successResultOf(outbox.add(new_entries(1)))
+        self.close(outbox)
+        with self.assertRaises(sqlite3.ProgrammingError):
+            outbox._batcher.connection.execute("SELECT 1")
+
+
+# In the real reactor, with the database thread ----------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_group_commit(tmp_path):
+    outbox = Outbox(tmp_path, reactor)
+    try:
+        before = outbox.batches
+        calls = [outbox.add(new_entries(1, prefix=f"g{i}-")) for i in range(200)]
+        results = await defer.gatherResults(calls)
+        batches = outbox.batches - before
+    finally:
+        await outbox.close()
+    ids = [entries[0].id for entries in results]
+    assert [entries[0].message_id for entries in results] == [f"g{i}-0" for i in range(200)]
+    assert ids == sorted(set(ids)), "ids must be distinct and increase in call order"
+    assert outbox.depth == 200
+    print(f"200 adds committed in {batches} transactions")
+    assert batches < 50
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_failing_operation_does_not_undo_its_group(tmp_path):
+    outbox = Outbox(tmp_path, reactor)
+    try:
+        await outbox.add(new_entries(1, prefix="seen"), delivery="delivery-1")
+        # Resumed from inside the batcher's callbacks: let it go idle first.
+        await task.deferLater(reactor, 0)
+        before = outbox.batches
+        # The first call starts a transaction on the database thread; the next
+        # three wait behind it and share the next transaction.
+        running = outbox.add(new_entries(1, prefix="a"))
+        duplicate = outbox.add(new_entries(1, prefix="dup"), delivery="delivery-1")
+        broken = outbox.add([("b0", "test.b", b"fine"), ("b1", "test.b", None)], delivery="d-2")
+        normal = outbox.add(new_entries(2, prefix="c"), delivery="delivery-3")
+        outcomes = await defer.DeferredList(
+            [running, duplicate, broken, normal], consumeErrors=True
+        )
+        assert outbox.batches - before == 2
+        stored = await outbox.load(0, 100)
+    finally:
+        await outbox.close()
+    (ok_a, _), (ok_dup, dup), (ok_broken, broken_failure), (ok_c, c) = outcomes
+    assert ok_a and ok_c and not ok_dup and not ok_broken
+    dup.trap(Duplicate)
+    broken_failure.trap(OutboxUnavailable)
+    assert [entry.message_id for entry in c] == ["c0", "c1"]
+    assert [entry.message_id for entry in stored] == ["seen0", "a0", "c0", "c1"]
+    assert outbox.depth == 4
+    assert count_rows(outbox.path, "deliveries") == 2  # delivery-1 and delivery-3
+
+
+@pytest_twisted.ensureDeferred
+async def test_storage_full_in_a_group_spares_the_others(tmp_path):
+    outbox = Outbox(tmp_path, reactor, max_bytes=64 * 1024)
+    try:
+        before = outbox.batches
+        running = outbox.add(new_entries(1, prefix="a"))
+        big = outbox.add(new_entries(1, prefix="big", size=200_000), delivery="big")
+        small = outbox.add(new_entries(1, prefix="small"), delivery="small")
+        outcomes = await defer.DeferredList([running, big, small], consumeErrors=True)
+        assert outbox.batches - before == 2
+        stored = await outbox.load(0, 100)
+    finally:
+        await outbox.close()
+    (ok_a, _), (ok_big, big_failure), (ok_small, _) = outcomes
+    assert ok_a and ok_small and not ok_big
+    big_failure.trap(OutboxFull)
+    assert [entry.message_id for entry in stored] == ["a0", "small0"]
+    assert count_rows(outbox.path, "deliveries") == 1
