@@ -146,6 +146,13 @@ def make_config(
         '[gate]\ncredentials = "credentials.json"\nanalyzers = "analyzers"\n'
         'dockerhub_tokens = "dockerhub-tokens.json"\n' + toml
     )
+    if "[broker]" not in toml:
+        # Written too, so that a daemon started as a process on this file
+        # reaches the same broker and exchange as the returned Config.
+        text += (
+            f'\n[broker]\nhost = "{broker.host}"\nport = {broker.port}\n'
+            f'exchange = "{broker.exchange}"\nheartbeat = {broker.heartbeat}\n'
+        )
     if "[storage]" not in toml:
         text += '\n[storage]\ndirectory = "var"\ndrain_timeout = 2\n'
     (directory / "notifications.toml").write_text(text, encoding="utf-8")
