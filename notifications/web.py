@@ -15,6 +15,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web import server
+from twisted.web.http import combinedLogFormatter
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
@@ -382,6 +383,26 @@ def _summary(actions: list[dict]) -> str:
     return "; ".join(parts)
 
 
+class _RedactedURI:
+    """A request seen by the access log, its query values hidden (``?token=`` is a secret)."""
+
+    def __init__(self, request):
+        self._request = request
+        path, mark, query = request.uri.partition(b"?")
+        if mark:
+            pairs = [pair.partition(b"=")[0] + b"=redacted" for pair in query.split(b"&")]
+            path += b"?" + b"&".join(pairs)
+        self.uri = path
+
+    def __getattr__(self, name):
+        return getattr(self._request, name)
+
+
+def redacted_log_formatter(timestamp: str, request) -> str:
+    """Twisted's combined access-log line, without the query string's values."""
+    return combinedLogFormatter(timestamp, _RedactedURI(request))
+
+
 def make_site(config: Config, dispatcher, gates: dict[str, Gate], reactor, service_status=None):
     """The :class:`twisted.web.server.Site` of the daemon, and its call handler."""
     handler = CallHandler(config, dispatcher, reactor)
@@ -395,7 +416,7 @@ def make_site(config: Config, dispatcher, gates: dict[str, Gate], reactor, servi
             b"gate",
             GateTree({name: GateResource(gate, handler) for name, gate in gates.items()}),
         )
-    site = server.Site(root)
+    site = server.Site(root, logFormatter=redacted_log_formatter)
     site.displayTracebacks = False
     site.handler = handler
     return site

@@ -225,27 +225,42 @@ def test_twistd_stops_on_a_bad_configuration_with_one_line(tmp_path):
     )
 
 
-def test_twistd_runs_the_example_configuration():
-    port = free_port()
-    process = twistd(
-        "--port", f"tcp:{port}:interface=127.0.0.1", "--config", "etc/notifications.toml"
-    )
+def http_status(port: int, timeout: float = 30) -> bytes:
+    """GET /status on a loopback port, waiting for the daemon to listen."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
+                connection.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
+                return connection.makefile("rb").read()
+        except OSError:
+            time.sleep(0.2)
+    return b""
+
+
+@pytest.mark.parametrize("runner", ["twistd", "twist"])
+def test_the_example_configuration_runs_on_several_ports(runner):
+    ports = [free_port(), free_port()]
+    listen = [f"--port=tcp:{port}:interface=127.0.0.1" for port in ports]
+    arguments = [*listen, "--config", "etc/notifications.toml"]
+    if runner == "twistd":
+        process = twistd(*arguments)
+    else:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "twist"), "notifications", *arguments],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     try:
-        deadline = time.monotonic() + 30
-        body = b""
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-                    connection.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
-                    body = connection.makefile("rb").read()
-                    break
-            except OSError:
-                time.sleep(0.2)
-        assert body.endswith(b"\r\n\r\nALIVE"), body
+        for port in ports:
+            body = http_status(port)
+            assert body.startswith(b"HTTP/1.0 200") and body.endswith(b"\r\n\r\nALIVE"), body
     finally:
         process.send_signal(signal.SIGTERM)
         out, err = process.communicate(timeout=30)
     # twistd ends by the signal it was stopped with, once it has shut down.
     assert process.returncode in (0, -signal.SIGTERM), out + err
-    assert "Server Shut Down." in out + err
+    assert "Main loop terminated." in out + err
     assert "Traceback" not in out + err, out + err
