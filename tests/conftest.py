@@ -23,8 +23,8 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from notifications.amqp.connection import connect
 from notifications.config import BrokerConfig, Config, load_config
-from notifications.gates import make_gates
 from notifications.dispatcher import Dispatcher
+from notifications.gates import make_gates
 from notifications.publisher import Publisher
 from notifications.tap import make_dispatcher
 from notifications.web import make_site

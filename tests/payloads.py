@@ -364,6 +364,109 @@ def github_watch(login: str = "bob", **extra: Any) -> dict[str, Any]:
     return payload
 
 
+# GitHub, any event ----------------------------------------------------------
+
+
+def github_organization(login: str = ORG) -> dict[str, Any]:
+    """An organization as in ``organization`` (it has no ``html_url`` in webhooks)."""
+    return {
+        "login": login,
+        "id": 77,
+        "url": f"https://api.github.com/orgs/{login}",
+        "description": "",
+    }
+
+
+def github_event(
+    action: str | None = None,
+    *,
+    sender: str = "alice",
+    repository: dict[str, Any] | bool = True,
+    organization: dict[str, Any] | bool = True,
+    **fields: Any,
+) -> dict[str, Any]:
+    """A GitHub event of any type: the envelope every event shares, plus ``fields``.
+
+    The envelope is ``action`` (left out when None, for events that have
+    none), ``sender``, ``repository`` and ``organization``: True gives
+    ``Acme/widgets`` and ``Acme``, False leaves them out (organization-level
+    and account-level events), an object is used as it is. ``fields`` are the
+    event's own objects (``issue=github_issue_object()``, ``alert={…}``).
+    """
+    payload: dict[str, Any] = {} if action is None else {"action": action}
+    if repository:
+        payload["repository"] = github_repository_object() if repository is True else repository
+    if organization:
+        payload["organization"] = github_organization() if organization is True else organization
+    payload["sender"] = github_user(sender)
+    payload.update(fields)
+    return payload
+
+
+def github_issue_object(
+    number: int = 12,
+    title: str = "Widgets spin backwards",
+    *,
+    kind: str = "issues",
+    **fields: Any,
+) -> dict[str, Any]:
+    """An issue of ``Acme/widgets``; with ``kind="discussions"``, a discussion."""
+    issue = {
+        "id": 7000 + number,
+        "number": number,
+        "title": title,
+        "state": "open",
+        "html_url": f"{GITHUB}/{ORG}/widgets/{kind}/{number}",
+        "user": github_user("bob"),
+        "labels": [],
+        "assignee": None,
+        "milestone": None,
+        "body": "It spins the wrong way.",
+    }
+    issue.update(fields)
+    return issue
+
+
+def github_pull_request_object(
+    number: int = 42, title: str = "Make widgets spin forwards", **fields: Any
+) -> dict[str, Any]:
+    """The ``pull_request`` object of :func:`github_pull_request`, for the review events."""
+    pull_request = github_pull_request(number=number, title=title)["pull_request"]
+    pull_request.update(fields)
+    return pull_request
+
+
+def github_team(name: str = "Owners", **fields: Any) -> dict[str, Any]:
+    """A team of the ``Acme`` organization."""
+    slug = name.lower().replace(" ", "-")
+    team = {
+        "id": 600,
+        "name": name,
+        "slug": slug,
+        "privacy": "closed",
+        "permission": "pull",
+        "html_url": f"{GITHUB}/orgs/{ORG}/teams/{slug}",
+    }
+    team.update(fields)
+    return team
+
+
+def github_installation(
+    app: str = "widget-bot", account: str = ORG, **fields: Any
+) -> dict[str, Any]:
+    """A GitHub App installation on ``account``, as in the ``installation*`` events."""
+    installation = {
+        "id": 5150,
+        "app_id": 31,
+        "app_slug": app,
+        "account": github_user(account),
+        "repository_selection": "selected",
+        "html_url": f"{GITHUB}/organizations/{account}/settings/installations/5150",
+    }
+    installation.update(fields)
+    return installation
+
+
 # Docker Hub -----------------------------------------------------------------
 
 

@@ -243,8 +243,8 @@ EVENTS = [
     row(
         "issue_comment-other",
         "issue_comment",
-        github_issue_comment("pinned"),
-        "Unknown issue comment action: pinned",
+        github_issue_comment("frobnicated"),
+        "Unknown issue comment action: frobnicated",
         ISSUE_COMMENT_URL,
     ),
     # fork
@@ -345,8 +345,8 @@ EVENTS = [
     row(
         "repository-other",
         "repository",
-        github_repository("archived"),
-        "Unknown repository action: archived",
+        github_repository("frobnicated"),
+        "Unknown repository action: frobnicated",
         REPO,
         group="admin",
     ),
@@ -779,3 +779,24 @@ async def test_duplicate_delivery_is_published_once(daemon_factory, consumer, br
     _, raw = await consumer.get()
     assert raw.content.properties["message-id"] == delivery
     await consumer.expect_nothing()
+
+
+@pytest_twisted.ensureDeferred
+async def test_ignored_events_answer_200_without_publishing(daemon_factory, consumer):
+    analyzer = {**ANALYZER, "ignore": ["watch", "push:gh-readonly-queue/*", "pull_request:labeled"]}
+    daemon = await github_daemon(daemon_factory, analyzer=analyzer)
+    ignored = [
+        ("watch", github_watch()),
+        ("push", github_push(ref="refs/heads/gh-readonly-queue/main/pr-1")),
+        ("pull_request", github_pull_request("labeled")),
+    ]
+    for event, payload in ignored:
+        response, answer = await post(daemon, event, payload)
+        assert response.code == 200, answer
+        assert json.loads(answer)["actions"] == []
+    await consumer.expect_nothing()
+    # Not everything is silenced: another branch, another action.
+    response, answer = await post(daemon, "push", github_push(ref="refs/heads/main"))
+    assert json.loads(answer)["actions"][0]["status"] == "published"
+    message, _ = await consumer.get()
+    assert message["type"] == "push"

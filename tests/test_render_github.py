@@ -104,11 +104,12 @@ TEXTS = [
         COMPARE,
     ),
     row(
-        "push-0-deleted-branch-no-head-commit",
+        # The issue asks for branch deletions to be told as such.
+        "push-deleted-branch-no-head-commit",
         "push",
         github_push(0, "refs/heads/old", head_commit=None, deleted=True),
-        "alice forcely updated widgets (branch old)",
-        COMPARE,
+        "alice deleted branch old on widgets",
+        f"{REPO}/branches",
     ),
     # push, several commits: where = repository + branch
     row(
@@ -161,11 +162,12 @@ TEXTS = [
         COMPARE,
     ),
     row(
-        "push-n-tag-ref-kept-whole",
+        # The issue asks for tag pushes to be told as such.
+        "push-tag",
         "push",
-        github_push(2, "refs/tags/v1.0"),
-        "alice pushed 2 commits to widgets (branch refs/tags/v1.0)",
-        COMPARE,
+        github_push(2, "refs/tags/v1.0", created=True),
+        "alice pushed tag v1.0 to widgets",
+        f"{REPO}/releases/tag/v1.0",
     ),
     row(
         "push-n-empty-repository-name",
@@ -268,10 +270,11 @@ TEXTS = [
         ISSUE_COMMENT_URL,
     ),
     row(
+        # GitHub now documents pinned and unpinned: an undocumented action here.
         "issue-comment-other",
         "issue_comment",
-        github_issue_comment("pinned"),
-        "Unknown issue comment action: pinned",
+        github_issue_comment("frobnicated"),
+        "Unknown issue comment action: frobnicated",
         ISSUE_COMMENT_URL,
     ),
     row(
@@ -346,10 +349,11 @@ TEXTS = [
         REPO,
     ),
     row(
+        # The issue asks for a text of its own for edited.
         "repository-edited-not-default-branch",
         "repository",
         github_repository("edited", changes={"description": {"from": ""}}),
-        "Unknown repository action: edited",
+        "Repository Acme/widgets edited by alice (description)",
         REPO,
     ),
     row(
@@ -403,8 +407,8 @@ TEXTS = [
         "bob starred Acme/widgets",
         f"{GITHUB}/bob",
     ),
-    row("unknown-event", "gollum", {"pages": []}, "Some gollum happened", ""),
-    row("unknown-event-empty-payload", "deployment", {}, "Some deployment happened", ""),
+    row("unknown-event", "frobnication", {"pages": []}, "Some frobnication happened", ""),
+    row("unknown-event-empty-payload", "frobnication", {}, "Some frobnication happened", ""),
 ]
 
 
@@ -546,8 +550,9 @@ def test_every_documented_pull_request_action_has_its_own_text():
         assert not text.startswith("Unknown"), action
 
 
-def test_renderers_table_holds_exactly_the_spec_events():
-    assert set(github.RENDERERS) == {
+def test_renderers_table_holds_the_spec_events():
+    # The issue grows the table to every documented event (test_render_github_events).
+    assert set(github.RENDERERS) >= {
         "ping",
         "push",
         "create",

@@ -1,6 +1,7 @@
 """Renderers: turn a service's payload into the text and link of a notification (SPEC §4).
 
-One module per service, each a set of pure functions: no I/O, no Twisted, so
+One module per service, each a set of pure functions (no I/O; the only
+Twisted piece is a debug log of the payloads a renderer could not read), so
 that a gate, the ``payload`` command and the tests all get the same texts.
 
 Payloads come from the outside and may have any shape, so renderers read them
