@@ -20,7 +20,8 @@ setup(
             "pytest>=8",
             "pytest-twisted>=1.14",
             "hypothesis>=6.100",
-            "ruff>=0.6",
+            # pinned: the formatter's output changes between releases
+            "ruff==0.17.6",
         ],
     },
     entry_points={"console_scripts": ["notifications = notifications.cli:main"]},
