@@ -7,7 +7,9 @@ every ``repr`` so that they cannot reach a log by accident.
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -26,6 +28,11 @@ SIGNING_GATES = ("GitHub", "Phabricator")
 FEATURES = ("Gate", "GetConfig", "ActionsReport")
 
 DEFAULT_CONFIG = "etc/notifications.toml"
+
+#: Hosts a Mailgun ``storage.url`` may point to (the API key is sent there).
+DEFAULT_MAILGUN_HOSTS = ("*.mailgun.net",)
+
+_HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "broker": {
@@ -47,6 +54,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "publish_timeout": (int, float),
         "max_body_size": int,
         "dedup_window": (int, float),
+        "request_timeout": (int, float),
+        "idle_timeout": (int, float),
     },
     "features": {name: bool for name in FEATURES},
     "storage": {
@@ -57,7 +66,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "drain_timeout": (int, float),
     },
     "http": {"timeout": (int, float)},
-    "mailgun": {"key": str},
+    "mailgun": {"key": str, "hosts": list},
     "dockerhub": {"base_url": str},
 }
 
@@ -114,10 +123,13 @@ class Config:
     max_bytes: int | None = None
     drain_timeout: float = 10.0
     dedup_window: float = 86_400.0
+    request_timeout: float = 30.0
+    idle_timeout: float = 60.0
     publish_timeout: float = 2.0
     max_body_size: int = 25 * 1024 * 1024
     http_timeout: float = 10.0
     mailgun_key: str | None = field(default=None, repr=False)
+    mailgun_hosts: tuple[str, ...] = DEFAULT_MAILGUN_HOSTS
     dockerhub_base_url: str = "https://registry.hub.docker.com"
     files: tuple[Path, ...] = ()
 
@@ -224,6 +236,26 @@ def load_dockerhub_tokens(path: Path) -> dict[str, str]:
     return data
 
 
+def mailgun_hosts(values: list[Any], path: Path) -> tuple[str, ...]:
+    """Check ``[mailgun] hosts``: host names, ``*.domain`` patterns or IP addresses."""
+    hosts = []
+    for value in values:
+        host = value.strip().lower() if isinstance(value, str) else ""
+        if host.startswith("[") and host.endswith("]"):
+            host = host[1:-1]
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            if not _HOST_NAME.fullmatch(host):
+                raise ConfigError(
+                    path,
+                    f"[mailgun] hosts: {value!r} is not a host name, a *.domain pattern "
+                    "or an IP address",
+                ) from None
+        hosts.append(host)
+    return tuple(hosts)
+
+
 def config_path(explicit: str | None = None, environ: Mapping[str, str] = os.environ) -> Path:
     """The configuration file to read: explicit, else $NOTIFICATIONS_CONFIG, else the default."""
     return Path(explicit or environ.get("NOTIFICATIONS_CONFIG") or DEFAULT_CONFIG)
@@ -283,6 +315,8 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         ("[gate] publish_timeout", publish_timeout),
         ("[gate] max_body_size", max_body_size),
         ("[gate] dedup_window", gate.get("dedup_window", 1)),
+        ("[gate] request_timeout", gate.get("request_timeout", 1)),
+        ("[gate] idle_timeout", gate.get("idle_timeout", 1)),
         ("[http] timeout", http_timeout),
         ("[storage] max_messages", storage.get("max_messages", 1)),
         ("[storage] max_bytes", storage.get("max_bytes", 1)),
@@ -311,10 +345,15 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         max_bytes=storage.get("max_bytes"),
         drain_timeout=float(storage.get("drain_timeout", 10.0)),
         dedup_window=float(gate.get("dedup_window", 86_400.0)),
+        request_timeout=float(gate.get("request_timeout", 30.0)),
+        idle_timeout=float(gate.get("idle_timeout", 60.0)),
         publish_timeout=publish_timeout,
         max_body_size=max_body_size,
         http_timeout=http_timeout,
         mailgun_key=data.get("mailgun", {}).get("key") or None,
+        mailgun_hosts=mailgun_hosts(
+            data.get("mailgun", {}).get("hosts", list(DEFAULT_MAILGUN_HOSTS)), path
+        ),
         dockerhub_base_url=data.get("dockerhub", {}).get(
             "base_url", "https://registry.hub.docker.com"
         ),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -21,6 +22,7 @@ from twisted.web.resource import Resource
 
 from .config import GATES, Config
 from .gates import Gate, GateCall, GateError, Outcome
+from .http import GateSite
 from .notification import RoutingKeyTooLong
 from .outbox import Duplicate, OutboxError
 from .report import amqp_action, make_report, report_status
@@ -225,6 +227,24 @@ class DoorResource(Resource):
         return self.handler.handle(self.gate, self.door, request)
 
 
+#: Content types the gates read a JSON body from. Callers of the older system
+#: often sent JSON with no type, text/plain or curl's default form type, and
+#: it read the body whatever the type said: so do we.
+JSON_TYPES = frozenset(
+    {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
+)
+
+
+def _content_type(request) -> str:
+    value = request.getHeader(b"content-type") or b""
+    return value.split(b";", 1)[0].strip().lower().decode("latin-1")
+
+
+def accepts(gate: Gate, content_type: str) -> bool:
+    """Whether a gate reads bodies of this type (415 otherwise)."""
+    return content_type in JSON_TYPES or content_type.endswith("+json")
+
+
 def _headers(request) -> dict[str, str]:
     return {
         name.decode("latin-1").lower(): values[0].decode("latin-1")
@@ -233,11 +253,9 @@ def _headers(request) -> dict[str, str]:
 
 
 def _query(request) -> dict[str, str]:
-    return {
-        key.decode("utf-8", "replace"): values[0].decode("utf-8", "replace")
-        for key, values in request.args.items()
-        if values
-    }
+    # From the URL only: request.args also holds the fields of a form body.
+    query = request.uri.partition(b"?")[2].decode("latin-1")
+    return dict(parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace"))
 
 
 class CallHandler:
@@ -266,6 +284,16 @@ class CallHandler:
         if len(body) > self.config.max_body_size:
             self._log_call(gate.name, door, None, 413, "body too large")
             return _plain(request, 413, "Payload too large.\n")
+        content_type = _content_type(request)
+        if not accepts(gate, content_type):
+            self._log_call(gate.name, door, None, 415, f"content type {content_type!r}")
+            return _plain(
+                request,
+                415,
+                f"Unsupported media type.\nThe {gate.name} gate takes JSON"
+                + (" or a form." if gate.takes_form else ".")
+                + "\n",
+            )
         call = GateCall(door=door, headers=_headers(request), body=body, query=_query(request))
         request.notifyFinish().addErrback(lambda _: None)
         self.in_progress += 1
@@ -416,7 +444,13 @@ def make_site(config: Config, dispatcher, gates: dict[str, Gate], reactor, servi
             b"gate",
             GateTree({name: GateResource(gate, handler) for name, gate in gates.items()}),
         )
-    site = server.Site(root, logFormatter=redacted_log_formatter)
+    site = GateSite(
+        root,
+        max_body_size=config.max_body_size,
+        request_timeout=config.request_timeout,
+        idle_timeout=config.idle_timeout,
+        logFormatter=redacted_log_formatter,
+    )
     site.displayTracebacks = False
     site.handler = handler
     return site

@@ -89,6 +89,8 @@ class Gate:
     """Base of the gates: a name and the configuration."""
 
     name = ""
+    #: Whether the gate reads form bodies as well as JSON (for the 415 message).
+    takes_form = False
 
     def __init__(self, config: Config):
         self.config = config

@@ -1,0 +1,138 @@
+"""HTTP-level protections of the gates: body size, slow clients, idle connections.
+
+twisted.web reads a whole request body into memory (or a temporary file)
+before any resource sees it, and only resets an idle timer on each byte: a
+client trickling a byte every few seconds keeps a connection forever. These
+subclasses, plugged into the :class:`~twisted.web.server.Site`, refuse a body
+over the limit as soon as its length is known (or as soon as a chunked body
+grows past it) and give every request a deadline to arrive in full.
+"""
+
+from __future__ import annotations
+
+from io import BytesIO
+
+from twisted.logger import Logger
+from twisted.web import http, server
+
+
+def _raw_response(status: bytes, body: bytes) -> bytes:
+    return (
+        b"HTTP/1.1 " + status + b"\r\n"
+        b"Content-Type: text/plain; charset=utf-8\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n"
+        b"Connection: close\r\n\r\n" + body
+    )
+
+
+TOO_LARGE = _raw_response(b"413 Payload Too Large", b"Payload too large.\n")
+TOO_SLOW = _raw_response(b"408 Request Timeout", b"Request timeout.\n")
+TOO_LONG = _raw_response(
+    b"431 Request Header Fields Too Large", b"Request line or headers too large.\n"
+)
+
+
+class GateRequest(server.Request):
+    """A request that refuses a body over ``site.max_body_size`` without reading it."""
+
+    log = Logger()
+    _refused = False
+    _received = 0
+
+    def _limit(self) -> int | None:
+        site = getattr(self.channel, "site", None)
+        return getattr(site, "max_body_size", None)
+
+    def gotLength(self, length):
+        limit = self._limit()
+        if length is not None and limit is not None and length > limit:
+            self._refuse(length)
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self._refused:
+            return
+        self._received += len(data)
+        limit = self._limit()
+        if limit is not None and self._received > limit:
+            self._refuse(self._received)
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        if self._refused:
+            return
+        super().requestReceived(command, path, version)
+
+    def _refuse(self, size: int) -> None:
+        # The response goes out at once and the connection closes: the rest
+        # of the body is never read.
+        self._refused = True
+        self.content = BytesIO()
+        self.log.info(
+            "Refused a request body of {size} bytes or more (limit {limit}) from {peer}",
+            size=size,
+            limit=self._limit(),
+            peer=str(self.channel.transport.getPeer()),
+        )
+        self.channel.transport.write(TOO_LARGE)
+        self.channel.loseConnection()
+
+
+class GateChannel(http.HTTPChannel):
+    """An HTTP channel that gives each request ``site.request_timeout`` seconds to arrive."""
+
+    log = Logger()
+    _deadline = None
+    _receiving = False
+
+    def dataReceived(self, data):
+        if not self._receiving:
+            self._receiving = True
+            timeout = getattr(getattr(self, "site", None), "request_timeout", None)
+            if timeout:
+                self._deadline = self.callLater(timeout, self._too_slow)
+        super().dataReceived(data)
+
+    def allContentReceived(self):
+        self._receiving = False
+        self._cancel_deadline()
+        super().allContentReceived()
+
+    def connectionLost(self, reason):
+        self._cancel_deadline()
+        super().connectionLost(reason)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def lineLengthExceeded(self, line):
+        # twisted.web closes such a connection without a word; say why.
+        self.transport.write(TOO_LONG)
+        return super().lineLengthExceeded(line)
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        self.log.info(
+            "Closed a connection whose request did not arrive in time: {peer}",
+            peer=str(self.transport.getPeer()),
+        )
+        self.transport.write(TOO_SLOW)
+        self.loseConnection()
+
+
+class GateSite(server.Site):
+    """The daemon's Site: gate requests and channels, limits from the configuration."""
+
+    requestFactory = GateRequest
+    protocol = GateChannel
+
+    def __init__(
+        self, resource, max_body_size: int, request_timeout: float, idle_timeout: float, **kwargs
+    ):
+        super().__init__(resource, timeout=idle_timeout, **kwargs)
+        self.max_body_size = max_body_size
+        self.request_timeout = request_timeout
