@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -26,6 +27,9 @@ from .http import GateSite
 from .notification import RoutingKeyTooLong
 from .outbox import Duplicate, OutboxError
 from .report import amqp_action, make_report, report_status
+
+#: How many accepted notifications the status page shows.
+RECENT = 20
 
 POST_ONLY = "This gate takes POST requests: see the documentation of the notifications center."
 
@@ -268,6 +272,8 @@ class CallHandler:
         self.dispatcher = dispatcher
         self.reactor = reactor
         self.in_progress = 0
+        #: The last notifications accepted, newest last (for the status page).
+        self.recent: deque[dict] = deque(maxlen=RECENT)
         #: Cleared when the daemon stops: calls then get 503 at once.
         self.accepting = True
         dispatcher.calls_in_progress = lambda: self.in_progress
@@ -343,8 +349,25 @@ class CallHandler:
             ]
         elif entries:
             publications = [self._confirmation(entry) for entry in stored]
+            for publication, entry in zip(outcome.publications, stored, strict=True):
+                self._remember(publication.notification, entry, created)
         results = yield defer.gatherResults(publications + sides, consumeErrors=True)
         return outcome, make_report(outcome.gate, door, created, list(results))
+
+    def _remember(self, notification, entry, created: int) -> None:
+        self.recent.append(
+            {
+                "time": created,
+                "service": notification.service,
+                "project": notification.project,
+                "group": notification.group,
+                "type": notification.type,
+                "text": notification.text,
+                "link": notification.link,
+                "routingKey": entry.routing_key,
+                "messageId": entry.message_id,
+            }
+        )
 
     def _confirmation(self, entry) -> defer.Deferred:
         # Without a connection no confirm can come soon: answer "queued" at once
