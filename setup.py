@@ -14,6 +14,7 @@ setup(
         "txamqp>=0.8.2",
         "treq>=24.9",
         "service-identity>=24.1",
+        "prometheus-client>=0.20",
     ],
     extras_require={
         "test": [

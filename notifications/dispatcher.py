@@ -66,6 +66,9 @@ class Dispatcher(service.Service):
         self._removing = False
         self._paused: object = None
         self._purge: task.LoopingCall | None = None
+        self._refresh: task.LoopingCall | None = None
+        #: Creation time of the oldest entry of the outbox, refreshed every few seconds.
+        self.oldest_created: float | None = None
         publisher.connected_listeners.append(self._pump)
 
     # Service -----------------------------------------------------------------
@@ -80,6 +83,18 @@ class Dispatcher(service.Service):
         self._purge = task.LoopingCall(self._forget_deliveries)
         self._purge.clock = self.reactor
         self._purge.start(3600, now=True)
+        self._refresh = task.LoopingCall(self._refresh_oldest)
+        self._refresh.clock = self.reactor
+        self._refresh.start(5, now=True)
+
+    def _refresh_oldest(self) -> defer.Deferred:
+        d = self.outbox.oldest()
+
+        def refreshed(oldest: float | None) -> None:
+            self.oldest_created = oldest
+
+        d.addCallbacks(refreshed, lambda f: self.log.failure("Could not read the outbox", f))
+        return d
 
     def _forget_deliveries(self) -> defer.Deferred:
         # Wrapped so that one failure cannot stop the loop.
@@ -91,8 +106,9 @@ class Dispatcher(service.Service):
     def stopService(self):
         """Finish the calls in progress, drain for a bounded time, then close."""
         super().stopService()
-        if self._purge is not None and self._purge.running:
-            self._purge.stop()
+        for loop in (self._purge, self._refresh):
+            if loop is not None and loop.running:
+                loop.stop()
         deadline = self.reactor.seconds() + self.drain_timeout
         while self.reactor.seconds() < deadline and not self._idle():
             yield task.deferLater(self.reactor, 0.05)

@@ -24,6 +24,7 @@ from twisted.web.resource import Resource
 from .config import GATES, Config
 from .gates import Gate, GateCall, GateError, Outcome
 from .http import GateSite
+from .metrics import Metrics
 from .notification import RoutingKeyTooLong
 from .outbox import Duplicate, OutboxError
 from .report import amqp_action, make_report, report_status
@@ -267,10 +268,11 @@ class CallHandler:
 
     log = Logger()
 
-    def __init__(self, config: Config, dispatcher, reactor):
+    def __init__(self, config: Config, dispatcher, reactor, metrics: Metrics | None = None):
         self.config = config
         self.dispatcher = dispatcher
         self.reactor = reactor
+        self.metrics = metrics
         self.in_progress = 0
         #: The last notifications accepted, newest last (for the status page).
         self.recent: deque[dict] = deque(maxlen=RECENT)
@@ -288,11 +290,11 @@ class CallHandler:
             return _plain(request, 503, "The notifications center is shutting down.\n")
         body = request.content.read()
         if len(body) > self.config.max_body_size:
-            self._log_call(gate.name, door, None, 413, "body too large")
+            self._log_call(gate.name, door, None, 413, "body too large", request)
             return _plain(request, 413, "Payload too large.\n")
         content_type = _content_type(request)
         if not accepts(gate, content_type):
-            self._log_call(gate.name, door, None, 415, f"content type {content_type!r}")
+            self._log_call(gate.name, door, None, 415, f"content type {content_type!r}", request)
             return _plain(
                 request,
                 415,
@@ -302,6 +304,7 @@ class CallHandler:
             )
         call = GateCall(door=door, headers=_headers(request), body=body, query=_query(request))
         request.notifyFinish().addErrback(lambda _: None)
+        request.gate_started = self.reactor.seconds()
         self.in_progress += 1
         d = defer.maybeDeferred(gate.process, call)
         d.addCallback(self.run, door)
@@ -384,7 +387,9 @@ class CallHandler:
         outcome, report = result
         status = report_status(report["actions"])
         detail = "duplicate delivery" if report.get("duplicate") else _summary(report["actions"])
-        self._log_call(outcome.gate, door, outcome, status, detail or "nothing to do")
+        self._log_call(outcome.gate, door, outcome, status, detail or "nothing to do", request)
+        if self.metrics is not None:
+            self.metrics.observe_report(report)
         if request._disconnected:
             return
         if self.config.feature("ActionsReport"):
@@ -397,7 +402,7 @@ class CallHandler:
     def _refused(self, failure, request, gate: Gate, door: str):
         failure.trap(GateError)
         error = failure.value
-        self._log_call(gate.name, door, None, error.status, error.reason or error.message)
+        self._log_call(gate.name, door, None, error.status, error.reason or error.message, request)
         if request._disconnected:
             return
         message = error.message + ("\n" + error.reason if error.reason else "")
@@ -406,12 +411,20 @@ class CallHandler:
 
     def _crashed(self, failure, request, gate: Gate, door: str) -> None:
         self.log.failure("Gate {gate}/{door} failed", failure, gate=gate.name, door=door)
+        if self.metrics is not None:
+            self.metrics.observe_call(gate.name, door, 500, None)
         if request._disconnected:
             return
         request.write(_plain(request, 500, "Internal error.\n"))
         request.finish()
 
-    def _log_call(self, gate: str, door: str, outcome, status: int, detail: str) -> None:
+    def _log_call(
+        self, gate: str, door: str, outcome, status: int, detail: str, request=None
+    ) -> None:
+        if self.metrics is not None:
+            started = getattr(request, "gate_started", None)
+            seconds = None if started is None else self.reactor.seconds() - started
+            self.metrics.observe_call(gate, door, status, seconds)
         self.log.info(
             "{gate}/{door} event={event} delivery={delivery} → {status} {detail}",
             gate=gate,
@@ -454,12 +467,23 @@ def redacted_log_formatter(timestamp: str, request) -> str:
     return combinedLogFormatter(timestamp, _RedactedURI(request))
 
 
-def make_site(config: Config, dispatcher, gates: dict[str, Gate], reactor, service_status=None):
+def make_site(
+    config: Config,
+    dispatcher,
+    gates: dict[str, Gate],
+    reactor,
+    service_status=None,
+    metrics: Metrics | None = None,
+):
     """The :class:`twisted.web.server.Site` of the daemon, and its call handler."""
-    handler = CallHandler(config, dispatcher, reactor)
+    if metrics is None:
+        known = [(service.gate, service.door) for service in config.services]
+        metrics = Metrics(dispatcher, reactor, known_doors=known)
+    handler = CallHandler(config, dispatcher, reactor, metrics)
     root = RootResource(config, dispatcher)
     root.putChild(b"status", StatusResource())
     root.putChild(b"health", HealthResource(dispatcher, reactor))
+    root.putChild(b"metrics", metrics.resource())
     if config.feature("GetConfig"):
         root.putChild(b"config", ConfigResource(config, service_status or _default_status))
     if config.feature("Gate"):

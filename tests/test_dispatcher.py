@@ -299,7 +299,7 @@ class DispatcherTests(SynchronousTestCase):
         self.clock.advance(1)
         publisher.nack()
         publisher.nack()
-        self.assertEqual(len(self.clock.getDelayedCalls()), 2)  # the pause and the purge
+        self.assertEqual(len(self.clock.getDelayedCalls()), 3)  # the pause and two loops
         self.clock.advance(1)
         self.assertEqual(publisher.published_ids()[3:], ["m0", "m1", "m2"])
         publisher.confirm(3)

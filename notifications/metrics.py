@@ -1,0 +1,135 @@
+"""Prometheus metrics of the daemon, served at ``/metrics``.
+
+A registry of our own (no global state): counters and a histogram updated
+by the call handler, and a collector that reads the outbox and broker state
+at scrape time. prometheus_client's Twisted resource renders the page on the
+reactor's thread pool, so the collector only reads plain numbers.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.twisted import MetricsResource
+
+#: Distinct doors labelled per gate; past it, calls are counted under "other".
+#: Notification doors are chosen by callers, and every label value is a series.
+MAX_DOORS = 50
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class StateCollector:
+    """Outbox and broker figures, read from the dispatcher when scraped."""
+
+    def __init__(self, dispatcher, clock):
+        self.dispatcher = dispatcher
+        self.clock = clock
+
+    def collect(self):
+        dispatcher = self.dispatcher
+        publisher = dispatcher.publisher
+        yield GaugeMetricFamily(
+            "notifications_outbox_depth",
+            "Notifications stored and not yet confirmed by the broker",
+            value=dispatcher.outbox.depth,
+        )
+        oldest = dispatcher.oldest_created
+        yield GaugeMetricFamily(
+            "notifications_outbox_oldest_age_seconds",
+            "Age of the oldest notification waiting in the outbox (0 when empty)",
+            value=0 if oldest is None else max(0.0, self.clock.seconds() - oldest),
+        )
+        yield GaugeMetricFamily(
+            "notifications_outbox_in_flight",
+            "Notifications published and waiting for the broker's confirm",
+            value=len(dispatcher._inflight),
+        )
+        yield CounterMetricFamily(
+            "notifications_broker_confirmed",
+            "Notifications confirmed by the broker",
+            value=dispatcher.published,
+        )
+        yield CounterMetricFamily(
+            "notifications_broker_nacked",
+            "Notifications the broker refused (basic.nack), then retried",
+            value=dispatcher.nacked,
+        )
+        yield GaugeMetricFamily(
+            "notifications_broker_connected",
+            "1 when the connection to the broker is up",
+            value=1 if publisher.connected else 0,
+        )
+        yield CounterMetricFamily(
+            "notifications_broker_reconnects",
+            "Connections to the broker made after the first one",
+            value=max(0, publisher.connections - 1),
+        )
+        yield CounterMetricFamily(
+            "notifications_broker_unroutable",
+            "Notifications no queue was bound for (basic.return)",
+            value=publisher.unroutable,
+        )
+
+
+class Metrics:
+    """The daemon's metrics and the resource that serves them."""
+
+    def __init__(self, dispatcher, clock, known_doors=()):
+        self.registry = CollectorRegistry()
+        self.calls = Counter(
+            "notifications_gate_calls",
+            "Gate calls by gate, door and status code",
+            ["gate", "door", "code"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "notifications_gate_call_seconds",
+            "Time from a gate call's body to its answer",
+            ["gate"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.notifications = Counter(
+            "notifications_notifications",
+            "Notifications by outcome: published, queued, failed, duplicate",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.side_actions = Counter(
+            "notifications_side_actions",
+            "Side actions (calls to other services) by kind and outcome",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
+        self.registry.register(StateCollector(dispatcher, clock))
+        self._doors: dict[str, set[str]] = {}
+        for gate, door in known_doors:
+            self._doors.setdefault(gate, set()).add(door)
+
+    def door_label(self, gate: str, door: str) -> str:
+        doors = self._doors.setdefault(gate, set())
+        if door in doors:
+            return door
+        if len(doors) < MAX_DOORS:
+            doors.add(door)
+            return door
+        return "other"
+
+    def observe_call(self, gate: str, door: str, code: int, seconds: float | None) -> None:
+        self.calls.labels(gate, self.door_label(gate, door), str(code)).inc()
+        if seconds is not None:
+            self.latency.labels(gate).observe(seconds)
+
+    def observe_report(self, report: dict) -> None:
+        if report.get("duplicate"):
+            self.notifications.labels("duplicate").inc()
+        for action in report.get("actions", ()):
+            if action.get("action") == "AMQPAction":
+                self.notifications.labels(action.get("status") or "failed").inc()
+            else:
+                outcome = "error" if action.get("error") else "ok"
+                self.side_actions.labels(action.get("action", "?"), outcome).inc()
+
+    def resource(self):
+        return MetricsResource(registry=self.registry)
