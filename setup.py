@@ -8,7 +8,10 @@ setup(
     long_description_content_type="text/x-rst",
     python_requires=">=3.11",
     packages=[*find_packages(include=["notifications", "notifications.*"]), "twisted.plugins"],
-    package_data={"twisted": ["plugins/notifications_plugin.py"]},
+    package_data={
+        "twisted": ["plugins/notifications_plugin.py"],
+        "notifications": ["static/*"],
+    },
     install_requires=[
         "twisted[tls]>=24.7",
         "txamqp>=0.8.2",
@@ -21,6 +24,8 @@ setup(
             "pytest>=8",
             "pytest-twisted>=1.14",
             "hypothesis>=6.100",
+            # the status page's test drives Debian's chromium through chromedriver
+            "selenium>=4.11",
             # pinned: the formatter's output changes between releases
             "ruff==0.17.6",
         ],

@@ -35,8 +35,31 @@ def amqp_action(
     }
 
 
-def make_report(gate: str, door: str, created: int, actions: list[dict[str, Any]]) -> dict:
-    return {"gate": gate, "door": door, "created": created, "actions": actions}
+def side_action(action: str, error: BaseException | None = None, **fields: Any) -> dict:
+    """The report entry of a side action: its kind, its own fields, its error."""
+    return {"action": action, **fields, "error": error_entry(error)}
+
+
+def make_report(
+    gate: str,
+    door: str,
+    created: int,
+    actions: list[dict[str, Any] | None],
+    request_id: str = "",
+) -> dict:
+    """The report; a side action that had nothing to do gave None, which is left out.
+
+    ``requestId`` is also in the call's log line and ``X-Request-Id`` header.
+    """
+    report = {
+        "gate": gate,
+        "door": door,
+        "created": created,
+        "actions": [action for action in actions if action is not None],
+    }
+    if request_id:
+        report["requestId"] = request_id
+    return report
 
 
 def report_status(actions: list[dict[str, Any]]) -> int:

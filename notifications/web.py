@@ -8,8 +8,8 @@ the side actions run, and the actions report is the answer.
 
 from __future__ import annotations
 
-import html
 import json
+import uuid
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl
@@ -22,6 +22,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from .config import GATES, Config
+from .dashboard import Dashboard
 from .gates import Gate, GateCall, GateError, Outcome
 from .http import GateSite
 from .metrics import Metrics
@@ -132,40 +133,6 @@ def health_report(dispatcher, now: float, oldest: float | None) -> dict:
         "broker": broker,
         "outbox": outbox,
     }
-
-
-class RootResource(Resource):
-    """``GET /``: what this is, its gates, where to look next."""
-
-    def __init__(self, config: Config, dispatcher):
-        super().__init__()
-        self.config = config
-        self.publisher = dispatcher.publisher
-
-    def getChild(self, path, request):
-        if path == b"":
-            return self
-        return notFound()
-
-    def render_GET(self, request):
-        broker = "connected" if self.publisher.connected else "not connected"
-        gates = "".join(f"<li><code>POST /gate/{name}/&lt;door&gt;</code></li>" for name in GATES)
-        links = '<a href="/status">/status</a>'
-        if self.config.feature("GetConfig"):
-            links += ' · <a href="/config">/config</a>'
-        page = (
-            "<!DOCTYPE html><html lang=en><head><meta charset=utf-8>"
-            "<title>Notifications center</title></head><body>"
-            "<h1>Notifications center</h1>"
-            "<p>Receives webhooks from GitHub, Docker Hub, Jenkins, Phabricator and any tool "
-            "that can POST JSON, and publishes one short notification for each on the "
-            f"RabbitMQ exchange <code>{html.escape(self.config.broker.exchange)}</code>.</p>"
-            f"<p>Broker: {broker}.</p>"
-            + (f"<h2>Gates</h2><ul>{gates}</ul>" if self.config.feature("Gate") else "")
-            + f"<p>{links}</p></body></html>"
-        )
-        request.setHeader(b"content-type", b"text/html; charset=utf-8")
-        return page.encode()
 
 
 class GateTree(Resource):
@@ -305,9 +272,11 @@ class CallHandler:
         call = GateCall(door=door, headers=_headers(request), body=body, query=_query(request))
         request.notifyFinish().addErrback(lambda _: None)
         request.gate_started = self.reactor.seconds()
+        request.request_id = _request_id()
+        request.setHeader(b"x-request-id", request.request_id.encode())
         self.in_progress += 1
         d = defer.maybeDeferred(gate.process, call)
-        d.addCallback(self.run, door)
+        d.addCallback(self.run, door, request.request_id)
         d.addCallbacks(
             self._answer, self._refused, (request, gate, door), None, (request, gate, door)
         )
@@ -319,7 +288,7 @@ class CallHandler:
         self.in_progress -= 1
 
     @defer.inlineCallbacks
-    def run(self, outcome: Outcome, door: str):
+    def run(self, outcome: Outcome, door: str, request_id: str = ""):
         """Store and publish the notifications, run the side actions, build the report.
 
         The side actions start at once, beside the publication, so that a slow
@@ -338,7 +307,7 @@ class CallHandler:
             try:
                 stored = yield self.dispatcher.store(entries, delivery=outcome.delivery or None)
             except Duplicate:
-                report = make_report(outcome.gate, door, created, [])
+                report = make_report(outcome.gate, door, created, [], request_id)
                 report["duplicate"] = True
                 return outcome, report
             except OutboxError as error:
@@ -355,7 +324,7 @@ class CallHandler:
             for publication, entry in zip(outcome.publications, stored, strict=True):
                 self._remember(publication.notification, entry, created)
         results = yield defer.gatherResults(publications + sides, consumeErrors=True)
-        return outcome, make_report(outcome.gate, door, created, list(results))
+        return outcome, make_report(outcome.gate, door, created, list(results), request_id)
 
     def _remember(self, notification, entry, created: int) -> None:
         self.recent.append(
@@ -426,7 +395,9 @@ class CallHandler:
             seconds = None if started is None else self.reactor.seconds() - started
             self.metrics.observe_call(gate, door, status, seconds)
         self.log.info(
-            "{gate}/{door} event={event} delivery={delivery} → {status} {detail}",
+            "{gate}/{door} event={event} delivery={delivery} request={request_id} "
+            "→ {status} {detail}",
+            request_id=getattr(request, "request_id", "-"),
             gate=gate,
             door=door,
             event=outcome.event if outcome else "-",
@@ -434,6 +405,11 @@ class CallHandler:
             status=status,
             detail=detail,
         )
+
+
+def _request_id() -> str:
+    """A short id tying a call's log line, its report and its X-Request-Id header."""
+    return uuid.uuid4().hex[:16]
 
 
 def _summary(actions: list[dict]) -> str:
@@ -480,7 +456,7 @@ def make_site(
         known = [(service.gate, service.door) for service in config.services]
         metrics = Metrics(dispatcher, reactor, known_doors=known)
     handler = CallHandler(config, dispatcher, reactor, metrics)
-    root = RootResource(config, dispatcher)
+    root = Dashboard(config, dispatcher, handler.recent, reactor)
     root.putChild(b"status", StatusResource())
     root.putChild(b"health", HealthResource(dispatcher, reactor))
     root.putChild(b"metrics", metrics.resource())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import pytest_twisted
 from twisted.logger import formatEvent, globalLogPublisher
@@ -50,12 +52,17 @@ async def test_one_line_per_call_and_no_secret_anywhere(daemon_factory, consumer
         ("/gate/Phabricator/Acme", b"storyText=hello&storyID=1", {}, 200),
         ("/gate/Notification/Acme", b"[1]", {}, 400),
     ]
+    request_ids = []
     for path, payload, extra, expected in calls:
         content_type = (
             {"Content-Type": "application/x-www-form-urlencoded"} if "Phabricator" in path else {}
         )
         response, answer = await daemon.post(path, payload, headers={**content_type, **extra})
         assert response.code == expected, answer
+        [request_id] = response.headers.getRawHeaders(b"x-request-id")
+        request_ids.append(request_id.decode())
+        if expected == 200:
+            assert json.loads(answer)["requestId"] == request_ids[-1]
         for secret in (GITHUB_SECRET, JENKINS_SECRET, CONDUIT_TOKEN):
             assert secret.encode() not in answer
 
@@ -69,6 +76,9 @@ async def test_one_line_per_call_and_no_secret_anywhere(daemon_factory, consumer
         if event.get("log_namespace") == "notifications.web.CallHandler"
     ]
     assert len(lines) == len(calls), lines
-    assert lines[0].startswith("GitHub/Acme event=push delivery=delivery-log-1 → 200")
-    assert lines[1].startswith("GitHub/Acme event=- delivery=- → 403")
-    assert " → 400 body is not a JSON object" in lines[-1]
+    assert lines[0].startswith(
+        f"GitHub/Acme event=push delivery=delivery-log-1 request={request_ids[0]} → 200"
+    )
+    assert lines[1].startswith(f"GitHub/Acme event=- delivery=- request={request_ids[1]} → 403")
+    assert lines[-1].endswith(f"request={request_ids[-1]} → 400 body is not a JSON object")
+    assert len(set(request_ids)) == len(calls)

@@ -1,0 +1,153 @@
+"""The status page: ``GET /``, its JSON feed ``GET /status.json`` and ``/static/…``.
+
+The page is one static HTML file with a stylesheet and a script, all served
+by the daemon (no build step, no CDN): the script polls ``/status.json``
+every two seconds and draws the gates, the broker state, the outbox and the
+last notifications accepted. The files are read once, when the site is made.
+
+Every answer carries a strict Content-Security-Policy (``default-src
+'self'``: no inline script or style, nothing from elsewhere), and the script
+builds the page with ``textContent`` only, so that a notification's text or
+link can never become markup.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from importlib import resources
+
+from twisted.web import server
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
+
+from . import __version__
+from .config import GATES, Config
+
+#: The files of ``notifications/static/`` and their content types.
+STATIC_TYPES = {
+    ".html": b"text/html; charset=utf-8",
+    ".js": b"text/javascript; charset=utf-8",
+    ".css": b"text/css; charset=utf-8",
+    ".svg": b"image/svg+xml",
+}
+
+SECURITY_HEADERS = {
+    b"content-security-policy": b"default-src 'self'",
+    b"x-content-type-options": b"nosniff",
+    b"referrer-policy": b"no-referrer",
+    b"x-frame-options": b"DENY",
+}
+
+
+def _secure(request, content_type: bytes, cache: bytes = b"no-cache") -> None:
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"cache-control", cache)
+    for name, value in SECURITY_HEADERS.items():
+        request.setHeader(name, value)
+
+
+def load_static() -> dict[str, tuple[bytes, bytes]]:
+    """The files of ``notifications/static/``: ``{name: (content type, content)}``."""
+    files = {}
+    for entry in resources.files(__package__).joinpath("static").iterdir():
+        suffix = "." + entry.name.rpartition(".")[2]
+        if entry.is_file() and suffix in STATIC_TYPES:
+            files[entry.name] = (STATIC_TYPES[suffix], entry.read_bytes())
+    return files
+
+
+class _Leaf(Resource):
+    def getChild(self, path, request):
+        return notFound()
+
+
+class StaticFile(_Leaf):
+    """One file held in memory."""
+
+    def __init__(self, content_type: bytes, content: bytes):
+        super().__init__()
+        self.content_type = content_type
+        self.content = content
+
+    def render_GET(self, request):
+        _secure(request, self.content_type)
+        return self.content
+
+
+class StaticFiles(_Leaf):
+    """``/static/<name>``: the page's script, stylesheet and icon."""
+
+    def __init__(self, files: dict[str, tuple[bytes, bytes]]):
+        super().__init__()
+        for name, (content_type, content) in files.items():
+            self.putChild(name.encode(), StaticFile(content_type, content))
+
+    def render(self, request):
+        return notFound().render(request)
+
+
+class StatusJSON(_Leaf):
+    """``GET /status.json``: what the status page shows (never a secret)."""
+
+    def __init__(self, config: Config, dispatcher, recent: Iterable[dict], reactor):
+        super().__init__()
+        self.config = config
+        self.dispatcher = dispatcher
+        self.recent = recent
+        self.reactor = reactor
+
+    def render_GET(self, request):
+        d = self.dispatcher.outbox.oldest()
+
+        def answer(oldest: float | None, error: str | None = None) -> None:
+            report = status_report(
+                self.config, self.dispatcher, self.recent, self.reactor.seconds(), oldest
+            )
+            if error:
+                report["outbox"]["error"] = error
+            if not request._disconnected:
+                _secure(request, b"application/json", cache=b"no-store")
+                request.write(json.dumps(report, ensure_ascii=False).encode())
+                request.finish()
+
+        d.addCallbacks(answer, lambda _: answer(None, "outbox unreadable"))
+        return server.NOT_DONE_YET
+
+
+def status_report(
+    config: Config, dispatcher, recent: Iterable[dict], now: float, oldest: float | None
+) -> dict:
+    """The status page's data: gates, broker, outbox, last notifications (newest first)."""
+    outbox = dispatcher.status()
+    outbox["oldest_age"] = None if oldest is None else round(max(0.0, now - oldest), 3)
+    return {
+        "version": __version__,
+        "now": round(now, 3),
+        "exchange": config.broker.exchange,
+        "gates": {"enabled": config.feature("Gate"), "names": list(GATES)},
+        "config": config.feature("GetConfig"),
+        "broker": dispatcher.publisher.status(),
+        "outbox": outbox,
+        "recent": list(reversed(list(recent))),
+    }
+
+
+class Dashboard(Resource):
+    """``/``: the status page, the root of the site (the other children are put on it)."""
+
+    def __init__(self, config: Config, dispatcher, recent: Iterable[dict], reactor):
+        super().__init__()
+        files = load_static()
+        _, self.page = files.pop("index.html")
+        self.putChild(b"status.json", StatusJSON(config, dispatcher, recent, reactor))
+        self.putChild(b"static", StaticFiles(files))
+
+    def getChild(self, path, request):
+        if path == b"":
+            return self
+        return notFound()
+
+    def render_GET(self, request):
+        _secure(request, STATIC_TYPES[".html"])
+        return self.page
