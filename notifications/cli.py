@@ -1,9 +1,12 @@
-"""The ``notifications`` command (SPEC §8): configuration tools, payloads, ``tail`` and ``send``.
+"""The ``notifications`` command (SPEC §8): configuration tools, payloads, projects maps,
+``tail`` and ``send``.
 
 ``config show`` and ``config validate`` read the configuration; ``payload``
 runs a payload file through the daemon's own gate, so that what it prints
-cannot drift from what the daemon publishes; ``tail`` and ``send`` are the
-command-line consumer and producer of the exchange.
+cannot drift from what the daemon publishes (a Phabricator story's projects
+and a Docker Hub build failure's mail are fetched as the daemon would);
+``phabricator projectsmap`` refreshes the projects map caches; ``tail`` and
+``send`` are the command-line consumer and producer of the exchange.
 
 The commands that need the broker run inside :func:`twisted.internet.task.react`;
 the others never start the reactor, so they can be called in-process (tests).
@@ -21,14 +24,19 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater, react
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from .clients import Clients, make_clients
+from .clients.http import RemoteServiceError
+from .clients.projects import cache_path, projects_map_status
 from .config import FEATURES, GATES, Config, ConfigError, Service, config_path, load_config
 from .config import validate_files as find_config_problems
 from .gates import GateCall, GateError, Outcome, Publication, make_gates
@@ -38,10 +46,6 @@ PROG = "notifications"
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
-
-#: Where the projects map of a Phabricator instance is cached, under the storage directory.
-#: TODO: keep in step with the projects map cache when it lands (SPEC §3.4).
-PROJECTS_MAP_CACHE = "phabricator-projects"
 
 #: The door the ``send`` command and Notification payloads use when none is given.
 CLI_DOOR = "cli"
@@ -80,16 +84,9 @@ def load(args: argparse.Namespace) -> Config:
 # config show ----------------------------------------------------------------
 
 
-def projects_map_cache(config: Config, service: Service) -> Path:
-    """The cache file of a Phabricator instance's projects map."""
-    return config.storage_directory / PROJECTS_MAP_CACHE / f"{service.door}.json"
-
-
 def service_status(config: Config, service: Service) -> str:
     """The status of a service as in the ``/config`` report: "" when all is well."""
-    if service.gate == "Phabricator" and not projects_map_cache(config, service).is_file():
-        return "Projects map not cached."
-    return ""
+    return projects_map_status(config, service)
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
@@ -211,24 +208,56 @@ def unsigned_note(config: Config, door: str) -> str | None:
     return f"note: the daemon would answer 403: the GitHub door {door!r} has no secret"
 
 
-def render_payload(config: Config, gate: str, door: str, body: bytes, event: str | None):
-    """Run the gate on the payload; the :class:`Outcome`, or a Deferred of it."""
+def render_payload(
+    config: Config,
+    gate: str,
+    door: str,
+    body: bytes,
+    event: str | None,
+    clients: Clients | None = None,
+):
+    """Run the gate on the payload; the :class:`Outcome`, or a Deferred of it.
+
+    With ``clients``, the gate fetches what the payload needs as the daemon
+    does: a story's projects from Conduit, a build failure's mail from Mailgun.
+    """
     # The command reads a local file: the caller is trusted, and a GitHub
     # door with no secret must render rather than be refused.
-    gates = make_gates(replace(config, allow_unsigned=config.allow_unsigned | {"GitHub"}))
+    trusting = replace(config, allow_unsigned=config.allow_unsigned | {"GitHub"})
+    collaborators = {}
+    if clients is not None:
+        collaborators = {"projects": clients.projects, "mailgun": clients.mailgun}
+    gates = make_gates(trusting, **collaborators)
     return gates[gate].process(gate_call(config, gate, door, body, event))
 
 
-def run_until_fired(result: Any) -> Any:
-    """The result of a gate, running the reactor only while it is a pending Deferred."""
+def reactor_running() -> bool:
+    from twisted.internet import reactor
+
+    return reactor.running
+
+
+def run_until_fired(result: Any, cleanup: Callable[[], Any] | None = None) -> Any:
+    """The result of a gate, running the reactor only while it is a pending Deferred.
+
+    ``cleanup`` (closing the HTTP connections) runs once the result is there.
+    """
     if not isinstance(result, defer.Deferred):
+        if cleanup is not None:
+            cleanup()
         return result
     fired: list[Any] = []
     result.addBoth(fired.append)
     if not fired:
+        if reactor_running():
+            # Called from code already inside the reactor (a test): react()
+            # would stop that reactor for good.
+            raise CommandError("payload: cannot wait for the network inside a running reactor")
 
         async def wait(reactor) -> None:
             await result
+            if cleanup is not None:
+                await cleanup()
 
         run_react(wait)
     if not fired:
@@ -258,8 +287,17 @@ def command_payload(args: argparse.Namespace) -> int:
     body = read_payload(args.file)
     if gate == "GitHub" and (note := unsigned_note(config, door)):
         say(note, sys.stderr)
+    clients = None
+    if gate in ("Phabricator", "DockerHub"):
+        from twisted.internet import reactor
+
+        clients = make_clients(config, reactor)
     try:
-        outcome = run_until_fired(render_payload(config, gate, door, body, args.event))
+        with printing_warnings():
+            outcome = run_until_fired(
+                render_payload(config, gate, door, body, args.event, clients),
+                clients.http.close if clients is not None else None,
+            )
     except GateError as error:
         reason = f" ({error.reason})" if error.reason else ""
         raise CommandError(
@@ -271,8 +309,66 @@ def command_payload(args: argparse.Namespace) -> int:
             f"not from the command line",
             sys.stderr,
         )
+    if gate == "DockerHub" and not outcome.publications:
+        # The daemon would answer 503 (and Mailgun call again): the warning says why.
+        raise CommandError("no notification: the build failure mail could not be fetched")
     print_outcome(gate, outcome)
     return EXIT_OK
+
+
+# phabricator projectsmap ----------------------------------------------------
+
+
+def print_client_warning(event: dict) -> None:
+    """Print a warning of the clients (a Conduit call that failed…) on stderr."""
+    namespace = event.get("log_namespace") or ""
+    if namespace.startswith("notifications.clients") and event.get("log_level") in (
+        LogLevel.warn,
+        LogLevel.error,
+        LogLevel.critical,
+    ):
+        complain(f"warning: {formatEvent(event)}")
+
+
+@contextmanager
+def printing_warnings() -> Iterator[None]:
+    """While active, the clients' warnings are printed (no log is set up in a command)."""
+    globalLogPublisher.addObserver(print_client_warning)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(print_client_warning)
+
+
+async def projectsmap_main(reactor, config: Config) -> None:
+    services = [service for service in config.services if service.gate == "Phabricator"]
+    if not services:
+        raise CommandError("no Phabricator instance is declared in the credentials file")
+    clients = make_clients(config, reactor)
+    failed = 0
+    try:
+        for service in services:
+            try:
+                names = await clients.projects.refresh(service)
+            except RemoteServiceError as error:
+                complain(f"{service.door}: {error}")
+                failed += 1
+                continue
+            path = cache_path(config.storage_directory, service.door)
+            say(f"{service.door} — {service.instance}: {len(names)} projects, cached in {path}")
+            rows = sorted(names.items(), key=lambda item: (item[1].lower(), item[0]))
+            for line in format_table(("PHID", "name"), rows):
+                say(f"  {line}")
+    finally:
+        await clients.http.close()
+    if failed:
+        raise CommandError(f"{failed} of {len(services)} projects maps not refreshed")
+
+
+def command_projectsmap(args: argparse.Namespace) -> int:
+    config = load(args)
+    with printing_warnings():
+        return run_react(reporting_errors, projectsmap_main, config)
 
 
 # Running in the reactor -----------------------------------------------------
@@ -654,7 +750,9 @@ def positive_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Tools of the notifications center: configuration, payloads, tail, send.",
+        description=(
+            "Tools of the notifications center: configuration, payloads, projects maps, tail, send."
+        ),
     )
     parser.add_argument(
         "--config",
@@ -678,6 +776,13 @@ def build_parser() -> argparse.ArgumentParser:
     payload.add_argument("door", nargs="?", help="the door, i.e. the project (Notification: cli)")
     payload.add_argument("event", nargs="?", help="the event, for GitHub (X-GitHub-Event)")
     payload.set_defaults(command=command_payload)
+
+    phabricator = commands.add_parser("phabricator", help="Phabricator instances")
+    phabricator_commands = phabricator.add_subparsers(required=True, metavar="ACTION")
+    projectsmap = phabricator_commands.add_parser(
+        "projectsmap", help="refresh, print and cache each instance's projects map"
+    )
+    projectsmap.set_defaults(command=command_projectsmap)
 
     tail = commands.add_parser("tail", help="print the notifications published on the exchange")
     tail.add_argument("patterns", nargs="*", metavar="pattern", help="routing-key patterns (#)")

@@ -8,6 +8,8 @@ from twisted.application import service, strports
 from twisted.logger import Logger
 from twisted.python import usage
 
+from .clients import ClientsService, make_clients
+from .clients.projects import projects_map_status
 from .config import Config, ConfigError, config_path, load_config
 from .dispatcher import Dispatcher
 from .gates import make_gates
@@ -71,7 +73,8 @@ def make_dispatcher(config: Config, reactor) -> Dispatcher:
 
 
 def makeService(options: Options, reactor=None) -> service.MultiService:
-    """The daemon: the dispatcher (outbox and publisher) and one web listener per ``--port``.
+    """The daemon: the dispatcher (outbox and publisher), the HTTP clients of the side
+    actions, and one web listener per ``--port``.
 
     On stop, the listeners close at once while the dispatcher finishes the
     calls in progress and drains the outbox for ``drain_timeout`` seconds.
@@ -93,7 +96,16 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
             gate=gate,
         )
 
-    site = make_site(config, dispatcher, make_gates(config), reactor)
+    clients = make_clients(config, reactor)
+    ClientsService(clients).setServiceParent(top)
+    gates = make_gates(config, **clients.gate_collaborators())
+    site = make_site(
+        config,
+        dispatcher,
+        gates,
+        reactor,
+        service_status=lambda service: projects_map_status(config, service),
+    )
     for description in options["ports"]:
         try:
             listener = strports.service(description, site, reactor=reactor)

@@ -140,7 +140,7 @@ def test_config_show_without_gates_or_services(tmp_path, capsys):
 
 def test_config_show_a_cached_projects_map_is_fine(tmp_path, capsys):
     path = write_config(tmp_path)
-    write_json(tmp_path / "var" / "phabricator-projects" / "Acme.json", {})
+    write_json(tmp_path / "var" / "phabricator" / "Acme.json", {})
     _, out, _ = run(capsys, "--config", str(path), "config", "show")
     assert table_row(out, "Phabricator", "Acme")[3] == "✓"
 

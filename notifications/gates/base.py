@@ -69,7 +69,8 @@ class Publication:
     message_id: str = field(default_factory=lambda: str(uuid.uuid4()))
 
 
-#: A side action runs after the publication and gives one entry of the report.
+#: A side action runs beside the publication; its Deferred never fails and fires
+#: with one entry of the report, or None when there was nothing to do.
 SideAction = Callable[[], Deferred]
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from functools import partial
 
 from twisted.logger import Logger
 
 from ..notification import Notification
 from ..renderers import github as render
+from ..renderers import text_at
 from .base import (
     NOT_FOUND,
     UNAUTHORIZED,
@@ -18,6 +20,7 @@ from .base import (
     GateError,
     Outcome,
     Publication,
+    SideAction,
     bad_request,
     parse_form,
     parse_json_object,
@@ -51,6 +54,13 @@ class GitHubGate(Gate):
 
     name = "GitHub"
     log = Logger()
+
+    def __init__(self, config, phabricator=None, dockerhub=None):
+        super().__init__(config)
+        #: ``notify_new_commits(service, clone_url)``: Phabricator fetches at once.
+        self.phabricator = phabricator
+        #: ``trigger_build(image, token)``: Docker Hub builds the image.
+        self.dockerhub = dockerhub
 
     def authenticate(self, call: GateCall) -> None:
         service = self.config.service(self.name, call.door)
@@ -89,6 +99,7 @@ class GitHubGate(Gate):
         payload = self.payload(call)
 
         outcome = Outcome(gate=self.name, event=event, delivery=delivery)
+        outcome.side_actions.extend(self.side_actions(call.door, event, payload))
         analyzer = self.config.analyzers.for_door(self.name, call.door)
         type_, text, link = render.render(event, payload)
         if render.is_ignored(type_, payload, analyzer):
@@ -105,3 +116,20 @@ class GitHubGate(Gate):
         )
         outcome.publications.append(Publication(notification, message_id=delivery))
         return outcome
+
+    def side_actions(self, door: str, event: str, payload: dict) -> list[SideAction]:
+        """What a push asks of other services (SPEC §3.6), each only when configured:
+        a Phabricator door of the same name with its API token, a Docker Hub token
+        for the repository."""
+        if event != "push":
+            return []
+        actions: list[SideAction] = []
+        phabricator = self.config.service("Phabricator", door)
+        clone_url = text_at(payload, "repository", "clone_url")
+        if self.phabricator is not None and phabricator and phabricator.secret and clone_url:
+            actions.append(partial(self.phabricator.notify_new_commits, phabricator, clone_url))
+        image = text_at(payload, "repository", "full_name")
+        token = self.config.dockerhub_tokens.get(image)
+        if self.dockerhub is not None and token:
+            actions.append(partial(self.dockerhub.trigger_build, image, token))
+        return actions

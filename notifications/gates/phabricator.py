@@ -50,7 +50,11 @@ class PhabricatorGate(Gate):
             raise GateError(404, UNKNOWN_INSTANCE, "no such Phabricator door")
         data, story = self.story(call)
         outcome = Outcome(gate=self.name, event=phabricator.object_type(story))
-        if self.projects is None:
+        analyzer = self.config.analyzers.for_door(self.name, call.door)
+        # Projects only matter to mappings with items: without any (or without
+        # an API token to ask Conduit with), no Conduit call.
+        needs_projects = service.secret and any(mapping.items for mapping in analyzer.mappings)
+        if self.projects is None or not needs_projects:
             outcome.publications.append(Publication(self.notification(call.door, data, story, [])))
             return outcome
         d = self.projects.of_story(service, story)
