@@ -27,6 +27,7 @@ from .gates import Gate, GateCall, GateError, Outcome
 from .http import GateSite
 from .metrics import Metrics
 from .notification import RoutingKeyTooLong
+from .openapi import OpenAPIResource
 from .outbox import Duplicate, OutboxError
 from .report import amqp_action, make_report, report_status
 
@@ -53,6 +54,13 @@ class Leaf(Resource):
 
     def getChild(self, path, request):
         return notFound()
+
+
+class PublicRoot(Leaf):
+    """The root of the public port when the admin surface is elsewhere: nothing to see."""
+
+    def render(self, request):
+        return notFound().render(request)
 
 
 class StatusResource(Leaf):
@@ -443,6 +451,78 @@ def redacted_log_formatter(timestamp: str, request) -> str:
     return combinedLogFormatter(timestamp, _RedactedURI(request))
 
 
+class WebApp:
+    """The daemon's HTTP resources, built once and served whole or split in two.
+
+    ``site("all")`` serves everything on one port; with an admin endpoint,
+    ``site("public")`` serves only ``/gate`` and ``/status`` and
+    ``site("admin")`` the rest (status page, ``/config``, ``/health``,
+    ``/metrics``). Both share one call handler, so the status page shows the
+    calls the public port received.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        dispatcher,
+        gates: dict[str, Gate],
+        reactor,
+        service_status=None,
+        metrics: Metrics | None = None,
+    ):
+        if metrics is None:
+            known = [(service.gate, service.door) for service in config.services]
+            metrics = Metrics(dispatcher, reactor, known_doors=known)
+        self.config = config
+        self.reactor = reactor
+        self.metrics = metrics
+        self.handler = CallHandler(config, dispatcher, reactor, metrics)
+        self.dashboard = Dashboard(config, dispatcher, self.handler.recent, reactor)
+        self.status = StatusResource()
+        self.health = HealthResource(dispatcher, reactor)
+        self.config_resource = ConfigResource(config, service_status or _default_status)
+        self.gates = gates
+        self.gate_tree = GateTree(
+            {name: GateResource(gate, self.handler) for name, gate in gates.items()}
+        )
+
+    def config_holders(self) -> list:
+        """What reads the configuration at request time (swapped on a reload)."""
+        holders = [self.handler, self.config_resource, *self.gates.values()]
+        holders.extend(
+            child for child in self.dashboard.children.values() if hasattr(child, "config")
+        )
+        return holders
+
+    def root(self, surface: str = "all") -> Resource:
+        if surface == "public":
+            root = PublicRoot()
+        else:
+            root = self.dashboard
+            root.putChild(b"health", self.health)
+            root.putChild(b"metrics", self.metrics.resource())
+            root.putChild(b"openapi.json", OpenAPIResource())
+            if self.config.feature("GetConfig"):
+                root.putChild(b"config", self.config_resource)
+        root.putChild(b"status", self.status)
+        if surface != "admin" and self.config.feature("Gate"):
+            root.putChild(b"gate", self.gate_tree)
+        return root
+
+    def site(self, surface: str = "all") -> GateSite:
+        site = GateSite(
+            self.root(surface),
+            max_body_size=self.config.max_body_size,
+            request_timeout=self.config.request_timeout,
+            idle_timeout=self.config.idle_timeout,
+            logFormatter=redacted_log_formatter,
+        )
+        site.displayTracebacks = False
+        site.handler = self.handler
+        site.app = self
+        return site
+
+
 def make_site(
     config: Config,
     dispatcher,
@@ -451,32 +531,8 @@ def make_site(
     service_status=None,
     metrics: Metrics | None = None,
 ):
-    """The :class:`twisted.web.server.Site` of the daemon, and its call handler."""
-    if metrics is None:
-        known = [(service.gate, service.door) for service in config.services]
-        metrics = Metrics(dispatcher, reactor, known_doors=known)
-    handler = CallHandler(config, dispatcher, reactor, metrics)
-    root = Dashboard(config, dispatcher, handler.recent, reactor)
-    root.putChild(b"status", StatusResource())
-    root.putChild(b"health", HealthResource(dispatcher, reactor))
-    root.putChild(b"metrics", metrics.resource())
-    if config.feature("GetConfig"):
-        root.putChild(b"config", ConfigResource(config, service_status or _default_status))
-    if config.feature("Gate"):
-        root.putChild(
-            b"gate",
-            GateTree({name: GateResource(gate, handler) for name, gate in gates.items()}),
-        )
-    site = GateSite(
-        root,
-        max_body_size=config.max_body_size,
-        request_timeout=config.request_timeout,
-        idle_timeout=config.idle_timeout,
-        logFormatter=redacted_log_formatter,
-    )
-    site.displayTracebacks = False
-    site.handler = handler
-    return site
+    """One :class:`twisted.web.server.Site` serving everything (see :class:`WebApp`)."""
+    return WebApp(config, dispatcher, gates, reactor, service_status, metrics).site("all")
 
 
 def _default_status(service) -> str:

@@ -142,6 +142,12 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
         raise bad_request(f"body is not valid JSON ({error.args[0].split(':')[0]})") from None
     if not isinstance(value, dict):
         raise bad_request("body is not a JSON object")
+    if "\\ud" in text or "\\uD" in text:
+        # An escaped lone surrogate parses, but no UTF-8 message can carry it.
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise bad_request("body has an unpaired surrogate escape") from None
     return _depth_checked(value)
 
 

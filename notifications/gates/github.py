@@ -53,6 +53,7 @@ class GitHubGate(Gate):
     """``POST /gate/GitHub/<door>``."""
 
     name = "GitHub"
+    takes_form = True
     log = Logger()
 
     def __init__(self, config, phabricator=None, dockerhub=None):

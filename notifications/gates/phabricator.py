@@ -14,6 +14,7 @@ class PhabricatorGate(Gate):
     """``POST /gate/Phabricator/<door>``, the door being a declared instance."""
 
     name = "Phabricator"
+    takes_form = True
 
     def __init__(self, config, projects=None):
         super().__init__(config)
