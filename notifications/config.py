@@ -40,6 +40,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "port": int,
         "username": str,
         "password": str,
+        "password_env": str,
+        "password_file": str,
         "vhost": str,
         "exchange": str,
         "tls": bool,
@@ -66,7 +68,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "drain_timeout": (int, float),
     },
     "http": {"timeout": (int, float)},
-    "mailgun": {"key": str, "hosts": list},
+    "mailgun": {"key": str, "key_env": str, "key_file": str, "hosts": list},
     "dockerhub": {"base_url": str},
 }
 
@@ -78,7 +80,44 @@ _BROKER_ENVIRONMENT = {
     "vhost": "BROKER_VHOST",
 }
 
-_SERVICE_KEYS = {"gate", "door", "instance", "secret"}
+_SERVICE_KEYS = {"gate", "door", "instance", "secret", "secret_env", "secret_file"}
+
+
+def resolve_secret(
+    values: Mapping[str, Any],
+    name: str,
+    where: str,
+    path: Path,
+    environ: Mapping[str, str],
+) -> str | None:
+    """A secret given as ``name``, ``name_env`` (a variable) or ``name_file`` (a file).
+
+    So that a secret manager (Vault agent templates, systemd credentials,
+    container secrets) can supply it instead of the configuration file. A
+    missing variable or an unreadable file is a configuration error; a file
+    path is relative to the folder of the file that names it.
+    """
+    given = [key for key in (name, f"{name}_env", f"{name}_file") if values.get(key) is not None]
+    if len(given) > 1:
+        raise ConfigError(path, f"{where}: give only one of {', '.join(given)}")
+    if not given:
+        return None
+    key = given[0]
+    value = values[key]
+    if not isinstance(value, str):
+        raise ConfigError(path, f"{where}: {key} must be a string")
+    if key == name:
+        return value
+    if key.endswith("_env"):
+        if value not in environ:
+            raise ConfigError(path, f"{where}: environment variable {value} is not set")
+        return environ[value]
+    file = Path(value) if os.path.isabs(value) else path.parent / value
+    try:
+        return file.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(path, f"{where}: cannot read the secret file {file}: {reason}") from None
 
 
 @dataclass(frozen=True)
@@ -162,8 +201,11 @@ def _check_types(data: dict[str, Any], path: Path) -> None:
                 raise ConfigError(path, f"[{section}] {key} must be of type {kind}")
 
 
-def _broker(section: dict[str, Any], environ: Mapping[str, str]) -> BrokerConfig:
-    values = dict(section)
+def _broker(section: dict[str, Any], environ: Mapping[str, str], path: Path) -> BrokerConfig:
+    values = {key: value for key, value in section.items() if not key.startswith("password")}
+    password = resolve_secret(section, "password", "[broker]", path, environ)
+    if password is not None:
+        values["password"] = password
     for key, variable in _BROKER_ENVIRONMENT.items():
         if variable in environ:
             values[key] = environ[variable]
@@ -178,7 +220,7 @@ def _broker(section: dict[str, Any], environ: Mapping[str, str]) -> BrokerConfig
     return BrokerConfig(**values)
 
 
-def load_services(path: Path) -> tuple[Service, ...]:
+def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[Service, ...]:
     """Read the older system's credentials file, naming any entry that is wrong."""
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("services"), list):
@@ -204,9 +246,9 @@ def load_services(path: Path) -> tuple[Service, ...]:
         for key in ("gate", "door"):
             if not isinstance(entry.get(key), str) or not entry[key]:
                 raise ConfigError(path, f"{where}: {key} must be a non-empty string")
-        for key in ("instance", "secret"):
-            if entry.get(key) is not None and not isinstance(entry[key], str):
-                raise ConfigError(path, f"{where}: {key} must be a string")
+        if entry.get("instance") is not None and not isinstance(entry["instance"], str):
+            raise ConfigError(path, f"{where}: instance must be a string")
+        secret = resolve_secret(entry, "secret", where, path, environ)
         if entry["gate"] not in GATES:
             raise ConfigError(path, f"{where}: unknown gate {entry['gate']!r}")
         if entry["gate"] == "Phabricator" and not entry.get("instance"):
@@ -220,7 +262,7 @@ def load_services(path: Path) -> tuple[Service, ...]:
                 gate=entry["gate"],
                 door=entry["door"],
                 instance=entry.get("instance") or None,
-                secret=entry.get("secret") or None,
+                secret=secret or None,
             )
         )
     return tuple(services)
@@ -288,7 +330,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
     services: tuple[Service, ...] = ()
     if "credentials" in gate:
         credentials = resolve(gate["credentials"])
-        services = load_services(credentials)
+        services = load_services(credentials, environ)
         files.append(credentials)
     analyzers = Analyzers(resolve(gate["analyzers"]) if "analyzers" in gate else None)
     files.extend(analyzers.files())
@@ -333,7 +375,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
 
     return Config(
         path=path,
-        broker=_broker(data.get("broker", {}), environ),
+        broker=_broker(data.get("broker", {}), environ, path),
         services=services,
         analyzers=analyzers,
         dockerhub_tokens=tokens,
@@ -350,7 +392,8 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         publish_timeout=publish_timeout,
         max_body_size=max_body_size,
         http_timeout=http_timeout,
-        mailgun_key=data.get("mailgun", {}).get("key") or None,
+        mailgun_key=resolve_secret(data.get("mailgun", {}), "key", "[mailgun]", path, environ)
+        or None,
         mailgun_hosts=mailgun_hosts(
             data.get("mailgun", {}).get("hosts", list(DEFAULT_MAILGUN_HOSTS)), path
         ),

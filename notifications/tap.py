@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
-from twisted.application import service, strports
-from twisted.logger import Logger
+from twisted.application import internet, service
+from twisted.internet import endpoints, threads
+from twisted.logger import Logger, jsonFileLogObserver
 from twisted.python import usage
 
 from .clients import ClientsService, make_clients
@@ -15,7 +17,7 @@ from .dispatcher import Dispatcher
 from .gates import make_gates
 from .outbox import Outbox, OutboxUnavailable
 from .publisher import Publisher
-from .web import make_site
+from .web import WebApp
 
 log = Logger()
 
@@ -23,11 +25,17 @@ log = Logger()
 class Options(usage.Options):
     """Command-line options of the daemon."""
 
-    synopsis = "[--port ENDPOINT]... [--config PATH]"
+    synopsis = "[--port ENDPOINT]... [--admin-port ENDPOINT]... [--config PATH] [--json-logs]"
     longdesc = (
         "Receive webhooks on the gates and publish notifications on RabbitMQ. "
-        "--port takes any Twisted endpoint string and may be given more than once."
+        "--port takes any Twisted endpoint string and may be given more than once. "
+        "With --admin-port, the status page, /config, /health and /metrics move there "
+        "and --port serves only /gate and /status. SIGHUP reloads the credentials, "
+        "analyzer and token files."
     )
+    optFlags = [
+        ["json-logs", None, "Log one JSON object per line (twisted.logger's JSON format)."],
+    ]
     optParameters = [
         [
             "config",
@@ -40,6 +48,7 @@ class Options(usage.Options):
     def __init__(self):
         super().__init__()
         self["ports"] = []
+        self["admin_ports"] = []
 
     def opt_port(self, endpoint: str) -> None:
         """A listening endpoint, e.g. tcp:8080 or tcp:8080:interface=127.0.0.1 (repeatable)."""
@@ -47,15 +56,101 @@ class Options(usage.Options):
 
     opt_p = opt_port
 
+    def opt_admin_port(self, endpoint: str) -> None:
+        """An endpoint for the admin surface, e.g. tcp:8081:interface=127.0.0.1 (repeatable)."""
+        self["admin_ports"].append(endpoint)
+
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = ["tcp:8080"]
+        if self["json-logs"]:
+            use_json_logs(self.parent)
         path = config_path(self["config"])
         try:
             self["configuration"] = load_config(path)
         except ConfigError as error:
             # One clear line and a non-zero exit, not a usage text or a traceback.
             raise SystemExit(f"notifications: configuration error: {error}") from None
+
+
+def json_log_observer():
+    """twistd's ``--logger`` factory for ``--json-logs``: JSON lines on standard output."""
+    return jsonFileLogObserver(sys.stdout)
+
+
+def use_json_logs(runner_options) -> None:
+    """Ask the runner (twistd or twist) to log JSON; it starts logging after the options."""
+    if runner_options is None:
+        return
+    if hasattr(runner_options, "opt_log_format"):  # twist
+        runner_options.opt_log_format("json")
+    else:  # twistd resolves this name once every option is parsed
+        runner_options["logger"] = f"{__name__}.json_log_observer"
+
+
+class ConfigurationReloader(service.Service):
+    """Reloads the configuration on SIGHUP, keeping the old one when the new one is wrong.
+
+    Credentials, analyzer files, Docker Hub tokens, features read per request
+    and timeouts take effect at once; the broker, the storage and the
+    listening endpoints need a restart (a reload that changes them says so).
+    """
+
+    log = Logger()
+
+    def __init__(self, path, config: Config, holders: list, clients, reactor):
+        self.path = path
+        self.config = config
+        self.holders = holders
+        self.clients = clients
+        self.reactor = reactor
+        self._previous = None
+
+    def startService(self) -> None:
+        super().startService()
+        self._previous = signal.signal(signal.SIGHUP, self._on_signal)
+
+    def stopService(self):
+        if self._previous is not None:
+            signal.signal(signal.SIGHUP, self._previous)
+            self._previous = None
+        return super().stopService()
+
+    def _on_signal(self, number, frame) -> None:
+        self.reactor.callFromThread(self.reload)
+
+    def reload(self):
+        """Read the configuration again (in a thread: it reads several files)."""
+        self.log.info("Reloading the configuration from {path}", path=str(self.path))
+        d = threads.deferToThread(load_config, self.path)
+        d.addCallbacks(self._apply, self._refused)
+        return d
+
+    def _refused(self, failure) -> None:
+        failure.trap(ConfigError)
+        self.log.error(
+            "Keeping the current configuration, the new one is wrong: {error}",
+            error=str(failure.value),
+        )
+
+    def _apply(self, config: Config) -> Config:
+        old = self.config
+        for name in ("broker", "storage_directory", "features", "max_body_size", "mailgun_key"):
+            if getattr(old, name) != getattr(config, name):
+                self.log.warn(
+                    "The new configuration changes {name}: that takes a restart", name=name
+                )
+        for holder in self.holders:
+            holder.config = config
+        self.clients.config = config
+        self.clients.projects.load(config.services)
+        self.config = config
+        self.log.info(
+            "Configuration reloaded: {count} services, {files} files",
+            count=len(config.services),
+            files=len(config.files),
+        )
+        return config
 
 
 def make_dispatcher(config: Config, reactor) -> Dispatcher:
@@ -83,6 +178,14 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
         from twisted.internet import reactor
     config: Config = options["configuration"]
     top = service.MultiService()
+    # Endpoints first: a wrong one must stop the start before any thread runs.
+    listeners = {
+        surface: [endpoint(option, description, reactor) for description in descriptions]
+        for surface, option, descriptions in (
+            ("public", "--port", options["ports"]),
+            ("admin", "--admin-port", options["admin_ports"]),
+        )
+    }
 
     try:
         dispatcher = make_dispatcher(config, reactor)
@@ -99,18 +202,34 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
     clients = make_clients(config, reactor)
     ClientsService(clients).setServiceParent(top)
     gates = make_gates(config, **clients.gate_collaborators())
-    site = make_site(
+    app = WebApp(
         config,
         dispatcher,
         gates,
         reactor,
-        service_status=lambda service: projects_map_status(config, service),
+        service_status=lambda service: projects_map_status(clients.config, service),
     )
-    for description in options["ports"]:
-        try:
-            listener = strports.service(description, site, reactor=reactor)
-        except (ValueError, KeyError, TypeError) as error:
-            sys.stderr.write(f"notifications: bad --port {description!r}: {error}\n")
-            raise SystemExit(1) from None
-        listener.setServiceParent(top)
+    if listeners["admin"]:
+        listen(top, listeners["public"], app.site("public"))
+        listen(top, listeners["admin"], app.site("admin"))
+    else:
+        listen(top, listeners["public"], app.site("all"))
+    ConfigurationReloader(
+        config.path, config, app.config_holders(), clients, reactor
+    ).setServiceParent(top)
     return top
+
+
+def endpoint(option: str, description: str, reactor):
+    """Parse a listening endpoint, or stop the start with one line saying why."""
+    try:
+        return endpoints.serverFromString(reactor, description)
+    except (ValueError, KeyError, TypeError, IndexError) as error:
+        # IndexError: a systemd: endpoint with no socket handed over.
+        raise SystemExit(f"notifications: bad {option} {description!r}: {error}") from None
+
+
+def listen(top, listeners: list, site) -> None:
+    """One listening service per endpoint."""
+    for listener in listeners:
+        internet.StreamServerEndpointService(listener, site).setServiceParent(top)

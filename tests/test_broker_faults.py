@@ -221,7 +221,7 @@ def test_twistd_stops_on_a_bad_configuration_with_one_line(tmp_path):
     assert len(lines) == 1, err
     assert lines[0] == (
         f"notifications: configuration error: {tmp_path / 'c.json'}: services[0] (GitHub/A): "
-        "unknown key 'secert' (expected door, gate, instance, secret)"
+        "unknown key 'secert' (expected door, gate, instance, secret, secret_env, secret_file)"
     )
 
 
@@ -264,3 +264,12 @@ def test_the_example_configuration_runs_on_several_ports(runner):
     assert process.returncode in (0, -signal.SIGTERM), out + err
     assert "Main loop terminated." in out + err
     assert "Traceback" not in out + err, out + err
+
+
+@pytest.mark.parametrize("port", ["nope:1234", "tcp:notaport", "systemd:domain=INET:index=0"])
+def test_a_bad_port_stops_the_start_with_one_line(port):
+    process = twistd("--port", port, "--config", "etc/notifications.toml")
+    out, err = process.communicate(timeout=30)
+    assert process.returncode != 0
+    assert "Traceback" not in out + err
+    assert err.strip().splitlines()[-1].startswith(f"notifications: bad --port {port!r}: ")

@@ -185,7 +185,7 @@ def test_config_validate_reports_each_broken_file(tmp_path, capsys):
     assert len(lines) == 2, out
     assert (
         f"{credentials.resolve()} — services[0] (GitHub/Acme): unknown key 'secert' "
-        "(expected door, gate, instance, secret)"
+        "(expected door, gate, instance, secret, secret_env, secret_file)"
     ) in lines
     assert any(line.startswith(f"{analyzer.resolve()} — invalid JSON: ") for line in lines)
     assert GITHUB_SECRET not in out
