@@ -58,6 +58,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "dedup_window": (int, float),
         "request_timeout": (int, float),
         "idle_timeout": (int, float),
+        "max_in_progress": int,
     },
     "features": {name: bool for name in FEATURES},
     "storage": {
@@ -164,6 +165,7 @@ class Config:
     dedup_window: float = 86_400.0
     request_timeout: float = 30.0
     idle_timeout: float = 60.0
+    max_in_progress: int = 512
     publish_timeout: float = 2.0
     max_body_size: int = 25 * 1024 * 1024
     http_timeout: float = 10.0
@@ -359,6 +361,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         ("[gate] dedup_window", gate.get("dedup_window", 1)),
         ("[gate] request_timeout", gate.get("request_timeout", 1)),
         ("[gate] idle_timeout", gate.get("idle_timeout", 1)),
+        ("[gate] max_in_progress", gate.get("max_in_progress", 1)),
         ("[http] timeout", http_timeout),
         ("[storage] max_messages", storage.get("max_messages", 1)),
         ("[storage] max_bytes", storage.get("max_bytes", 1)),
@@ -389,6 +392,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         dedup_window=float(gate.get("dedup_window", 86_400.0)),
         request_timeout=float(gate.get("request_timeout", 30.0)),
         idle_timeout=float(gate.get("idle_timeout", 60.0)),
+        max_in_progress=gate.get("max_in_progress", 512),
         publish_timeout=publish_timeout,
         max_body_size=max_body_size,
         http_timeout=http_timeout,

@@ -263,6 +263,12 @@ class CallHandler:
         if not self.accepting or not self.dispatcher.running:
             request.setHeader(b"retry-after", b"5")
             return _plain(request, 503, "The notifications center is shutting down.\n")
+        if self.in_progress >= self.config.max_in_progress:
+            # Past this many calls at once, answer at once rather than queue
+            # without bound: callers retry, and memory stays bounded.
+            request.setHeader(b"retry-after", b"1")
+            self._log_call(gate.name, door, None, 503, "too many calls in progress", request)
+            return _plain(request, 503, "Too many calls in progress, retry later.\n")
         body = request.content.read()
         if len(body) > self.config.max_body_size:
             self._log_call(gate.name, door, None, 413, "body too large", request)

@@ -10,7 +10,7 @@ status in ``/config``.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -33,7 +33,7 @@ from notifications.config import Service
 from notifications.gates import make_gates
 from notifications.tap import make_dispatcher
 from notifications.web import make_site
-from tests.conftest import Daemon, make_config, stop_daemon
+from tests.conftest import Daemon, make_config, stop_daemon, wait_for
 from tests.fakes import FakeConduit, FakeDockerHub, FakeMailgun
 from tests.helpers import closed_port, first_line, signed_github_request
 from tests.payloads import (
@@ -668,3 +668,27 @@ async def test_mailgun_url_refused(center_factory, fakes, consumer, url):
     assert first_line(answer) == "Bad request."
     assert fakes.mailgun.requests == []
     await consumer.expect_nothing()
+
+
+@pytest_twisted.ensureDeferred
+async def test_past_max_in_progress_calls_get_503_at_once(center_factory, fakes, consumer):
+    """Overload: calls beyond the limit are refused at once, with Retry-After."""
+    center = await center_factory(timeout=1.0)
+    handler = center.daemon.port.factory.handler
+    handler.config = replace(handler.config, max_in_progress=2)
+    fakes.conduit.modes["repository.query"] = "slow"
+    pushes = [defer.ensureDeferred(center.push()) for _ in range(2)]
+    await wait_for(lambda: handler.in_progress == 2)
+    started = reactor.seconds()
+    response, answer = await center.post("/gate/Jenkins/Acme", jenkins())
+    assert response.code == 503
+    assert response.headers.getRawHeaders(b"retry-after") == [b"1"]
+    assert answer.startswith(b"Too many calls in progress")
+    assert reactor.seconds() - started < 0.3
+    for push in pushes:
+        code, _ = await push
+        assert code == 503  # the Conduit timeout, as a side-action error
+    response, _ = await center.post("/gate/Jenkins/Acme", jenkins())
+    assert response.code == 200
+    types = sorted(message["type"] for message in await consumer.drain())
+    assert types == ["completed.success", "push", "push"]
