@@ -43,6 +43,14 @@ class Options(usage.Options):
             None,
             "The configuration file (default: $NOTIFICATIONS_CONFIG, else etc/notifications.toml).",
         ],
+        [
+            "workers",
+            "w",
+            1,
+            "Worker processes sharing the listening sockets, each with its own outbox "
+            "and broker connection (tcp: endpoints only).",
+            int,
+        ],
     ]
 
     def __init__(self):
@@ -63,6 +71,8 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         if not self["ports"]:
             self["ports"] = ["tcp:8080"]
+        if self["workers"] < 1:
+            raise usage.UsageError("--workers must be 1 or more")
         if self["json-logs"]:
             use_json_logs(self.parent)
         path = config_path(self["config"])
@@ -169,7 +179,8 @@ def make_dispatcher(config: Config, reactor) -> Dispatcher:
 
 def makeService(options: Options, reactor=None) -> service.MultiService:
     """The daemon: the dispatcher (outbox and publisher), the HTTP clients of the side
-    actions, and one web listener per ``--port``.
+    actions, and one web listener per ``--port``; with ``--workers N``, a pool of
+    N worker processes sharing the listening sockets instead.
 
     On stop, the listeners close at once while the dispatcher finishes the
     calls in progress and drains the outbox for ``drain_timeout`` seconds.
@@ -177,7 +188,16 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
     if reactor is None:
         from twisted.internet import reactor
     config: Config = options["configuration"]
-    top = service.MultiService()
+    if options["workers"] > 1:
+        from .workers import WorkerPool
+
+        return WorkerPool(
+            config,
+            options["ports"],
+            options["admin_ports"],
+            options["workers"],
+            json_logs=options["json-logs"],
+        )
     # Endpoints first: a wrong one must stop the start before any thread runs.
     listeners = {
         surface: [endpoint(option, description, reactor) for description in descriptions]
@@ -186,7 +206,18 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
             ("admin", "--admin-port", options["admin_ports"]),
         )
     }
+    top, app = make_daemon(config, reactor)
+    if listeners["admin"]:
+        listen(top, listeners["public"], app.site("public"))
+        listen(top, listeners["admin"], app.site("admin"))
+    else:
+        listen(top, listeners["public"], app.site("all"))
+    return top
 
+
+def make_daemon(config: Config, reactor) -> tuple[service.MultiService, WebApp]:
+    """Every service of one daemon process but the listeners, and its web app."""
+    top = service.MultiService()
     try:
         dispatcher = make_dispatcher(config, reactor)
     except OutboxUnavailable as error:
@@ -209,15 +240,10 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
         reactor,
         service_status=lambda service: projects_map_status(clients.config, service),
     )
-    if listeners["admin"]:
-        listen(top, listeners["public"], app.site("public"))
-        listen(top, listeners["admin"], app.site("admin"))
-    else:
-        listen(top, listeners["public"], app.site("all"))
     ConfigurationReloader(
         config.path, config, app.config_holders(), clients, reactor
     ).setServiceParent(top)
-    return top
+    return top, app
 
 
 def endpoint(option: str, description: str, reactor):
