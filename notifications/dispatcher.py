@@ -38,7 +38,7 @@ class Dispatcher(service.Service):
         publisher: Publisher,
         reactor,
         window: int = 256,
-        memory_limit: int = 4096,
+        memory_limit: int = 1024,
         page: int = 512,
         drain_timeout: float = 10.0,
         nack_delay: float = 1.0,
@@ -58,6 +58,8 @@ class Dispatcher(service.Service):
         self._queue: deque[Entry] = deque()
         self._requeued: list[Entry] = []
         self._inflight: dict[int, Entry] = {}
+        #: When each in-flight entry was published (insertion order: oldest first).
+        self._sent_at: dict[int, float] = {}
         self._cursor = 0
         self._spilled = outbox.depth > 0
         self._loading = False
@@ -150,6 +152,17 @@ class Dispatcher(service.Service):
         self._pump()
         return entries
 
+    def stalled(self, threshold: float) -> bool:
+        """Whether the oldest unconfirmed publication waits for more than ``threshold`` s.
+
+        A broker that accepts frames but does not confirm them (a network
+        partition not yet noticed by the heartbeats) would make every caller
+        wait for its whole timeout: callers are answered "queued" at once then.
+        """
+        for sent in self._sent_at.values():
+            return self.reactor.seconds() - sent > threshold
+        return False
+
     def wait_confirmed(self, entry_id: int, timeout: float) -> defer.Deferred:
         """Fires with True once the broker confirmed the entry, False after ``timeout``."""
         if timeout <= 0:
@@ -169,6 +182,7 @@ class Dispatcher(service.Service):
             while self.publisher.connected and len(self._inflight) < self.window and self._queue:
                 entry = self._queue.popleft()
                 self._inflight[entry.id] = entry
+                self._sent_at[entry.id] = self.reactor.seconds()
                 d = self.publisher.publish(
                     entry.routing_key, entry.body, entry.message_id, int(entry.created)
                 )
@@ -178,6 +192,7 @@ class Dispatcher(service.Service):
 
     def _on_confirm(self, _, entry: Entry) -> None:
         self._inflight.pop(entry.id, None)
+        self._sent_at.pop(entry.id, None)
         self.published += 1
         self._confirmed.append(entry.id)
         waiter = self._waiters.pop(entry.id, None)
@@ -188,6 +203,7 @@ class Dispatcher(service.Service):
 
     def _on_failure(self, failure, entry: Entry) -> None:
         self._inflight.pop(entry.id, None)
+        self._sent_at.pop(entry.id, None)
         self._requeued.append(entry)
         if failure.check(PublicationRefused):
             self.nacked += 1

@@ -356,9 +356,12 @@ class CallHandler:
         )
 
     def _confirmation(self, entry) -> defer.Deferred:
-        # Without a connection no confirm can come soon: answer "queued" at once
-        # rather than make every caller wait during an outage.
-        timeout = self.config.publish_timeout if self.dispatcher.publisher.connected else 0
+        # Without a connection (or with a broker that stopped confirming) no
+        # confirm can come soon: answer "queued" at once rather than make every
+        # caller wait during an outage.
+        timeout = self.config.publish_timeout
+        if not self.dispatcher.publisher.connected or self.dispatcher.stalled(timeout):
+            timeout = 0
         d = self.dispatcher.wait_confirmed(entry.id, timeout)
         return d.addCallback(
             lambda confirmed: amqp_action(
@@ -404,6 +407,8 @@ class CallHandler:
     def _log_call(
         self, gate: str, door: str, outcome, status: int, detail: str, request=None
     ) -> None:
+        if request is not None:
+            request.gate_logged = True
         if self.metrics is not None:
             started = getattr(request, "gate_started", None)
             seconds = None if started is None else self.reactor.seconds() - started

@@ -117,15 +117,15 @@ class Gate:
 
 def _depth_checked(value: Any) -> Any:
     # An iterative walk: a recursive one would itself hit the recursion limit.
+    # Only containers go on the stack: most values of a payload are scalars.
     stack = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
             raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(item, dict):
-            stack.extend((child, depth + 1) for child in item.values())
-        elif isinstance(item, list):
-            stack.extend((child, depth + 1) for child in item)
+        for child in item.values() if isinstance(item, dict) else item:
+            if isinstance(child, dict | list):
+                stack.append((child, depth + 1))
     return value
 
 
