@@ -1,0 +1,312 @@
+"""What each step of one GitHub push call costs, timed alone in one process.
+
+The sampling profile (``run.py --profile``) says where the daemon's reactor
+thread spends its time under load, GIL contention and scheduling included.
+This complements it: each step of a call timed in a loop, with no socket, no
+other thread and no broker, on the same 7 KB signed push. The sum is the
+floor of what one call costs in this Python; the difference with the
+profile's per-call time is the price of doing it all concurrently.
+
+    python benchmarks/components.py [--repeat 5] [--number 2000]
+
+A step whose API has changed in the package prints ``n/a`` with the reason
+instead of stopping the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import hmac
+import io
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from payloads import github_push  # noqa: E402
+
+PUSH_COMMITS = 12
+SECRET = "bench-secret"  # noqa: S105 - a made-up secret to sign with
+
+
+def timed(function, number: int, repeat: int) -> float:
+    """Median over ``repeat`` loops of the time of one call, in microseconds."""
+    results = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(number):
+            function()
+        results.append((time.perf_counter() - start) / number * 1e6)
+    return statistics.median(results)
+
+
+def steps(body: bytes, signature: str, number: int):
+    """(name, setup) pairs; each setup returns the function to time and its count divisor."""
+    payload = json.loads(body)
+    headers = {
+        "content-type": "application/json",
+        "x-github-event": "push",
+        "x-github-delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        "x-hub-signature-256": f"sha256={signature}",
+    }
+
+    def http_bare():
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+        from twisted.web import resource, server
+
+        class Ok(resource.Resource):
+            isLeaf = True
+
+            def render_POST(self, request):
+                request.content.read()
+                return b"ok"
+
+        site = server.Site(Ok())
+        site.log = lambda request: None
+        channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        transport = StringTransport()
+        channel.makeConnection(transport)
+        raw = (
+            b"POST /gate/GitHub/Acme HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            b"Content-Type: application/json\r\nX-GitHub-Event: push\r\n"
+            b"X-GitHub-Delivery: 72d3162e\r\nX-Hub-Signature-256: sha256="
+            + signature.encode()
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
+
+        def run():
+            channel.dataReceived(raw)
+            transport.clear()
+
+        return run
+
+    def hmac_check():
+        key = SECRET.encode()
+        expected = "sha256=" + signature
+
+        def run():
+            digest = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()
+            hmac.compare_digest(digest.encode(), expected.encode())
+
+        return run
+
+    def json_parse():
+        from notifications.gates.base import parse_json_object
+
+        return lambda: parse_json_object(body)
+
+    def json_loads_only():
+        return lambda: json.loads(body)
+
+    def render():
+        from notifications.renderers import github as render
+
+        return lambda: render.render("push", payload)
+
+    def config():
+        from notifications.config import load_config
+
+        folder = Path(tempfile.mkdtemp(prefix="components-"))
+        import shutil
+
+        shutil.copytree(ROOT / "etc", folder / "etc")
+        credentials = json.loads((folder / "etc" / "credentials.json").read_text())
+        credentials["services"] = [
+            {**s, "secret": SECRET} if s["gate"] == "GitHub" else s
+            for s in credentials["services"]
+            if s["gate"] != "Phabricator"
+        ]
+        (folder / "etc" / "credentials.json").write_text(json.dumps(credentials))
+        return load_config(folder / "etc" / "notifications.toml", environ={})
+
+    def gate_process():
+        from notifications.gates import GateCall, make_gates
+
+        gate = make_gates(config())["GitHub"]
+        call = GateCall(door="Acme", headers=headers, body=body)
+        return lambda: gate.process(call)
+
+    def notification_json():
+        from notifications.gates import GateCall, make_gates
+
+        gate = make_gates(config())["GitHub"]
+        outcome = gate.process(GateCall(door="Acme", headers=headers, body=body))
+        notification = outcome.publications[0].notification
+        return lambda: (notification.to_json(), notification.routing_key)
+
+    def report_json():
+        from notifications.report import amqp_action, make_report
+
+        def run():
+            action = amqp_action("notifications", "acme.widgets.github.push", status="published")
+            report = make_report("GitHub", "Acme", 1795855255, [action])
+            json.dumps(report, ensure_ascii=False).encode()
+
+        return run
+
+    def logging_lines():
+        from twisted.logger import Logger, LogPublisher, textFileLogObserver
+        from twisted.web.http import combinedLogFormatter
+
+        sink = io.StringIO()
+        publisher = LogPublisher(textFileLogObserver(sink))
+        log = Logger(namespace="notifications.web.CallHandler", observer=publisher)
+
+        class FakeRequest:
+            uri = b"/gate/GitHub/Acme"
+            method = b"POST"
+            clientproto = b"HTTP/1.1"
+            code = 200
+            sentLength = 233
+
+            def getClientAddress(self):
+                from twisted.internet.address import IPv4Address
+
+                return IPv4Address("TCP", "127.0.0.1", 1234)
+
+            def getHeader(self, name):
+                return b"GitHub-Hookshot/bench" if name == b"user-agent" else None
+
+        request = FakeRequest()
+
+        def run():
+            log.info(
+                "{gate}/{door} event={event} delivery={delivery} → {status} {detail}",
+                gate="GitHub",
+                door="Acme",
+                event="push",
+                delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958",
+                status=200,
+                detail="AMQPAction acme.widgets.github.push published",
+            )
+            publisher(
+                {
+                    "log_format": "{log_io}",
+                    "log_io": combinedLogFormatter("28/Nov/2026:09:11:39 +0000", request),
+                    "log_level": None,
+                    "log_namespace": "twisted.python.log",
+                    "log_time": time.time(),
+                    "log_system": "-",
+                }
+            )
+            sink.seek(0)
+            sink.truncate()
+
+        return run
+
+    def outbox(synchronous: str, per_commit: int):
+        def setup():
+            from twisted.internet.task import Clock
+
+            from notifications.gates import GateCall, make_gates
+            from notifications.outbox import Outbox
+
+            gate = make_gates(config())["GitHub"]
+            outcome = gate.process(GateCall(door="Acme", headers=headers, body=body))
+            message = outcome.publications[0].notification.to_json()
+            folder = Path(tempfile.mkdtemp(prefix="components-outbox-"))
+            box = Outbox(folder, Clock(), synchronous=synchronous, threaded=False)
+            box.max_messages = 10**9
+            counter = iter(range(10**9))
+
+            def run():
+                # One transaction (one fsync) for per_commit calls, as group
+                # commit does under load: insert + delivery id, then delete.
+                ids = []
+                for _ in range(per_commit):
+                    n = next(counter)
+                    box.add(
+                        [(f"m-{n}", "acme.widgets.github.push", message)], delivery=f"d-{n}"
+                    ).addCallback(lambda entries: ids.extend(e.id for e in entries))
+                box.remove(ids)
+
+            return run
+
+        return setup
+
+    def amqp_publish():
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+        from txamqp.content import Content
+
+        from notifications.amqp.connection import AMQPClient, Delegate
+        from notifications.amqp.spec import load_spec
+        from notifications.publisher import message_properties
+
+        client = AMQPClient(Delegate(), vhost="/", spec=load_spec(), heartbeat=0, clock=Clock())
+        transport = StringTransport()
+        client.makeConnection(transport)
+        channels = []
+        client.channel(1).addCallback(channels.append)
+        channel = channels[0]
+        message = json.dumps({"rawContent": payload, "text": "x" * 60}).encode()
+
+        def run():
+            channel.basic_publish(
+                exchange="notifications",
+                routing_key=b"acme.widgets.github.push",
+                mandatory=True,
+                content=Content(message, properties=message_properties("72d3162e", 1795855255)),
+            )
+            transport.clear()
+
+        return run
+
+    return [
+        ("twisted.web: parse the request, dispatch, answer (bare resource)", http_bare, 1),
+        ("HMAC-SHA256 of the body and compare", hmac_check, 1),
+        ("JSON parsing: json.loads alone", json_loads_only, 1),
+        ("JSON parsing: parse_json_object (loads + depth check)", json_parse, 1),
+        ("rendering: render('push', payload)", render, 1),
+        ("GitHub gate.process (HMAC + parsing + rendering + notification)", gate_process, 1),
+        ("notification to JSON + routing key", notification_json, 1),
+        ("actions report to JSON", report_json, 1),
+        ("logging: the call line + the access line", logging_lines, 1),
+        ("AMQP framing: basic_publish of the message (txamqp)", amqp_publish, 1),
+        ("outbox: 1 call per commit, synchronous=full", outbox("full", 1), 1),
+        ("outbox: 1 call per commit, synchronous=normal", outbox("normal", 1), 1),
+        ("outbox: 16 calls per commit, synchronous=full (per call)", outbox("full", 16), 16),
+        ("outbox: 16 calls per commit, synchronous=normal (per call)", outbox("normal", 16), 16),
+    ]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--number", type=int, default=2000, help="calls per timing loop")
+    parser.add_argument("--repeat", type=int, default=5, help="loops; the median is kept")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    options = parser.parse_args()
+    body = json.dumps(github_push(PUSH_COMMITS)).encode()
+    signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    print(f"One GitHub push call, {len(body)} bytes; µs per call, median of {options.repeat}")
+    results = {}
+    for name, setup, divisor in steps(body, signature, options.number):
+        try:
+            function = setup()
+            # The outbox loops fsync: fewer rounds, same median.
+            number = options.number if "outbox" not in name else max(20, options.number // 20)
+            number = max(1, number // divisor)
+            micros = timed(function, number, options.repeat) / divisor
+        except Exception as error:  # a step the package's API no longer fits
+            print(f"  {'n/a':>8}  {name} ({type(error).__name__}: {error})")
+            continue
+        results[name] = round(micros, 1)
+        print(f"  {micros:8.1f}  {name}")
+    if options.json:
+        options.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

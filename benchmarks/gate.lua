@@ -1,0 +1,159 @@
+-- wrk script of the benchmarks (see benchmarks/README.rst): POSTs one body
+-- again and again, each request with a fresh X-GitHub-Delivery, counts the
+-- answers by status and by AMQP status in the actions report, and prints one
+-- JSON line ("BENCH-JSON {...}") that benchmarks/run.py reads.
+--
+-- Configured by environment variables (read by the setup/done state and by
+-- every thread, which do not share globals):
+--   BENCH_REQUEST   a file: the request head up to (excluded) the delivery id
+--   BENCH_TAIL      a file: what follows the delivery id (end of head + body)
+--   BENCH_PREFIX    the per-run prefix of the delivery ids
+--   BENCH_THREADS   wrk's -t
+--   BENCH_DEADLINE  epoch second after which no request is started (or "")
+--   BENCH_QUOTA     total number of requests over all threads (or "")
+--   BENCH_MARKERS   a folder: each thread writes a file there once it has sent
+--                   its last request and read every answer
+--
+-- No request is ever left in flight: past the deadline or the quota, delay()
+-- holds each connection back before its next request, and a thread stops
+-- itself once every request it sent has been answered.  So "answered" is
+-- exactly "sent", and the count in the queue can be compared with it.
+
+local function slurp(path)
+   local file = assert(io.open(path, "rb"))
+   local data = file:read("*a")
+   file:close()
+   return data
+end
+
+local function number(name)
+   local value = os.getenv(name)
+   if value == nil or value == "" then return nil end
+   return tonumber(value)
+end
+
+local threads = {}
+local counter = 0
+
+function setup(thread)
+   thread:set("tid", counter)
+   table.insert(threads, thread)
+   counter = counter + 1
+end
+
+function init(args)
+   head = slurp(os.getenv("BENCH_REQUEST"))
+   tail = slurp(os.getenv("BENCH_TAIL"))
+   prefix = os.getenv("BENCH_PREFIX") .. "-" .. tid .. "-"
+   deadline = number("BENCH_DEADLINE")
+   markers = os.getenv("BENCH_MARKERS")
+   local total = number("BENCH_QUOTA")
+   local nthreads = number("BENCH_THREADS")
+   if total ~= nil then
+      quota = math.floor(total / nthreads)
+      if tid < total % nthreads then quota = quota + 1 end
+   end
+   started = 0
+   built = 0
+   answered = 0
+   s2xx = 0
+   s4xx = 0
+   s5xx = 0
+   sother = 0
+   published = 0
+   queued = 0
+   failed = 0
+   unknown = 0
+   ok = 0
+   finished = false
+end
+
+local function exhausted()
+   if quota ~= nil and started >= quota then return true end
+   if deadline ~= nil and os.time() >= deadline then return true end
+   return false
+end
+
+local function finish()
+   if finished then return end
+   finished = true
+   local file = io.open(markers .. "/" .. tid, "w")
+   if file then file:write(tostring(started)) file:close() end
+   wrk.thread:stop()
+end
+
+-- delay() runs before each request that is sent (wrk then calls request()
+-- from a timer), so the requests are counted here: two connections cannot
+-- both take the last one of the quota, and the one request() call wrk makes
+-- on thread 0 to check the script (never sent) is not counted.
+function delay()
+   if exhausted() then
+      return 3600000
+   end
+   started = started + 1
+   return 0
+end
+
+function request()
+   built = built + 1
+   return head .. prefix .. built .. tail
+end
+
+local find = string.find
+
+function response(status, headers, body)
+   answered = answered + 1
+   if status >= 200 and status < 300 then
+      s2xx = s2xx + 1
+      if find(body, '"status": "published"', 1, true) then
+         published = published + 1
+      elseif find(body, '"status": "queued"', 1, true) then
+         queued = queued + 1
+      elseif find(body, '"status": "failed"', 1, true) then
+         failed = failed + 1
+      elseif body == "ok" then
+         ok = ok + 1
+      else
+         unknown = unknown + 1
+      end
+   elseif status >= 400 and status < 500 then
+      s4xx = s4xx + 1
+   elseif status >= 500 then
+      s5xx = s5xx + 1
+   else
+      sother = sother + 1
+   end
+   if answered >= started and exhausted() then
+      finish()
+   end
+end
+
+local names = {"started", "answered", "s2xx", "s4xx", "s5xx", "sother",
+               "published", "queued", "failed", "unknown", "ok"}
+
+function done(summary, latency, requests)
+   local totals = {}
+   for _, name in ipairs(names) do totals[name] = 0 end
+   for _, thread in ipairs(threads) do
+      for _, name in ipairs(names) do
+         totals[name] = totals[name] + (thread:get(name) or 0)
+      end
+   end
+   local parts = {}
+   for _, name in ipairs(names) do
+      parts[#parts + 1] = string.format('"%s": %d', name, totals[name])
+   end
+   local e = summary.errors
+   parts[#parts + 1] = string.format(
+      '"errors": {"connect": %d, "read": %d, "write": %d, "status": %d, "timeout": %d}',
+      e.connect, e.read, e.write, e.status, e.timeout)
+   parts[#parts + 1] = string.format('"requests": %d', summary.requests)
+   parts[#parts + 1] = string.format('"duration_us": %d', summary.duration)
+   parts[#parts + 1] = string.format(
+      '"latency_us": {"min": %d, "mean": %.1f, "max": %d, "stdev": %.1f, ' ..
+      '"p50": %d, "p90": %d, "p99": %d, "p999": %d}',
+      latency.min, latency.mean, latency.max, latency.stdev,
+      latency:percentile(50), latency:percentile(90), latency:percentile(99),
+      latency:percentile(99.9))
+   io.write("BENCH-JSON {" .. table.concat(parts, ", ") .. "}\n")
+end
