@@ -26,6 +26,9 @@ setup(
             "hypothesis>=6.100",
             # the status page's test drives Debian's chromium through chromedriver
             "selenium>=4.11",
+            # the Salt state's templates are rendered and parsed by tests/test_packaging.py
+            "jinja2>=3.1",
+            "pyyaml>=6",
             "schemathesis>=4.32,<5",
             # pinned: the formatter's output changes between releases
             "ruff==0.17.6",
