@@ -83,6 +83,10 @@ _BROKER_ENVIRONMENT = {
 
 _SERVICE_KEYS = {"gate", "door", "instance", "secret", "secret_env", "secret_file"}
 
+#: Keys only a Phabricator entry may have: the HMAC key of its Herald webhooks
+#: (its ``secret`` is the Conduit API token, a different thing).
+_PHABRICATOR_KEYS = {"hmac_key", "hmac_key_env", "hmac_key_file"}
+
 
 def resolve_secret(
     values: Mapping[str, Any],
@@ -144,6 +148,8 @@ class Service:
     door: str
     instance: str | None = None
     secret: str | None = field(default=None, repr=False)
+    #: Phabricator only: the HMAC key that signs the door's Herald webhooks.
+    hmac_key: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -238,12 +244,12 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
             raise ConfigError(path, f"{where} must be an object")
         if isinstance(entry.get("gate"), str) and isinstance(entry.get("door"), str):
             where += f" ({entry['gate']}/{entry['door']})"
-        unknown = sorted(set(entry) - _SERVICE_KEYS)
+        keys = _SERVICE_KEYS | (_PHABRICATOR_KEYS if entry.get("gate") == "Phabricator" else set())
+        unknown = sorted(set(entry) - keys)
         if unknown:
             raise ConfigError(
                 path,
-                f"{where}: unknown key {unknown[0]!r} "
-                f"(expected {', '.join(sorted(_SERVICE_KEYS))})",
+                f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(keys))})",
             )
         for key in ("gate", "door"):
             if not isinstance(entry.get(key), str) or not entry[key]:
@@ -251,6 +257,7 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
         if entry.get("instance") is not None and not isinstance(entry["instance"], str):
             raise ConfigError(path, f"{where}: instance must be a string")
         secret = resolve_secret(entry, "secret", where, path, environ)
+        hmac_key = resolve_secret(entry, "hmac_key", where, path, environ)
         if entry["gate"] not in GATES:
             raise ConfigError(path, f"{where}: unknown gate {entry['gate']!r}")
         if entry["gate"] == "Phabricator" and not entry.get("instance"):
@@ -265,6 +272,7 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
                 door=entry["door"],
                 instance=entry.get("instance") or None,
                 secret=secret or None,
+                hmac_key=hmac_key or None,
             )
         )
     return tuple(services)

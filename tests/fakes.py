@@ -204,6 +204,8 @@ class FakeConduit(FakeService):
         self.repositories: dict[str, dict[str, Any]] = {}
         self.pastes: dict[str, list[str]] = {}
         self.projects: dict[str, str] = {}
+        #: ``phid.query``: PHID → its handle (``fullName``, ``typeName``, ``uri``…).
+        self.handles: dict[str, dict[str, Any]] = {}
 
     def add_repository(
         self, phid: str, callsign: str | None, clone_url: str, projects: list[str]
@@ -303,6 +305,14 @@ class FakeConduit(FakeService):
             if phid in self.pastes and not empty
         ]
         return {"data": data, "maps": {}, "query": {}, "cursor": {"limit": 100}}
+
+    def call_phid_query(self, form, empty):
+        found = {
+            phid: {"phid": phid, **self.handles[phid]}
+            for phid in indexed(form, "phids")
+            if phid in self.handles and not empty
+        }
+        return found or []
 
     def call_project_query(self, form, empty):
         data = {

@@ -340,3 +340,39 @@ class ProjectsLookup:
             "{door}: no projects for {phid}: {reason}", door=service.door, phid=phid, reason=reason
         )
         return []
+
+    def handle_of(self, service: Service, phid: str) -> defer.Deferred:
+        """What Conduit's ``phid.query`` says of an object (a Herald webhook's):
+        its ``fullName``, ``name``, ``typeName`` and ``uri``, those that are strings.
+
+        Fires within the timeout with that dict, or None when the instance does
+        not answer, refuses, or does not show the object; never fails.
+        """
+
+        async def handle() -> dict[str, str] | None:
+            conduit = self.conduits.client(service)
+            result = await conduit.call("phid.query", {"phids": [phid]})
+            found = result.get(phid) if isinstance(result, dict) else None
+            if found is None:
+                found = first_result(result)
+            if not isinstance(found, dict):
+                return None
+            fields = ("fullName", "name", "typeName", "uri")
+            return {key: found[key] for key in fields if isinstance(found.get(key), str)}
+
+        d = defer.Deferred.fromCoroutine(handle())
+        d.addTimeout(self.timeout, self.reactor)
+        return d.addErrback(self._no_handle, service, phid)
+
+    def _no_handle(self, failure: Failure, service: Service, phid: str) -> None:
+        if failure.check(defer.TimeoutError):
+            reason = f"no answer within {self.timeout:g} s"
+        elif failure.check(RemoteServiceError):
+            reason = failure.getErrorMessage()
+        else:
+            self.log.failure("phid.query of {phid} failed unexpectedly", failure, phid=phid)
+            return None
+        self.log.warn(
+            "{door}: no name for {phid}: {reason}", door=service.door, phid=phid, reason=reason
+        )
+        return None

@@ -1,13 +1,48 @@
-"""The Phabricator gate: feed stories from ``feed.http-hooks`` (SPEC §3.4)."""
+"""The Phabricator gate: feed stories from ``feed.http-hooks`` and Herald webhooks (SPEC §3.4).
+
+Feed stories are not signed (Phabricator cannot sign them): the door only has
+to be a declared instance. Herald webhooks are signed with the webhook's HMAC
+key, the door's ``hmac_key``: ``X-Phabricator-Webhook-Signature`` is the hex
+HMAC-SHA256 of the raw body. A call is a Herald webhook when it carries that
+header, or when its JSON body has a Herald webhook's shape (an ``object`` with
+a ``phid``, no ``storyText``).
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+
+from twisted.internet import defer
+
+from ..config import Service
 from ..notification import Notification
-from ..renderers import phabricator
-from .base import Gate, GateCall, GateError, Outcome, Publication, bad_request, parse_form
+from ..renderers import UnreadablePayload, phabricator
+from .base import (
+    UNAUTHORIZED,
+    Gate,
+    GateCall,
+    GateError,
+    Outcome,
+    Publication,
+    bad_request,
+    parse_form,
+)
 from .base import parse_json_object as parse_json
 
 UNKNOWN_INSTANCE = "Unknown Phabricator instance."
+
+#: The header of a Herald webhook: hex HMAC-SHA256 of the raw body.
+SIGNATURE_HEADER = "x-phabricator-webhook-signature"
+
+
+def herald_signature_matches(call: GateCall, key: str) -> bool:
+    """Whether the call carries the hex HMAC-SHA256 of its raw body with ``key``."""
+    given = call.header(SIGNATURE_HEADER)
+    if given is None:
+        return False
+    expected = hmac.new(key.encode(), call.body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
 
 
 class PhabricatorGate(Gate):
@@ -18,22 +53,22 @@ class PhabricatorGate(Gate):
 
     def __init__(self, config, projects=None):
         super().__init__(config)
-        #: Finds the projects of a story's object through Conduit; None: no projects.
+        #: Finds the projects of a story's object (and names a Herald webhook's
+        #: object) through Conduit; None: no Conduit call.
         self.projects = projects
 
-    def story(self, call: GateCall) -> tuple[dict, dict]:
+    def story(self, call: GateCall, data: dict | None = None) -> tuple[dict, dict]:
         """The payload as received (parsed) and the story made of it."""
-        if call.content_type == "application/json":
-            data = parse_json(call.body)
-        else:
+        if data is None:
             data = phabricator.parse_form(parse_form(call.body))
         story = phabricator.story_from(data)
         if not isinstance(story.get("text"), str):
             raise bad_request("expected a feed story with a storyText")
         return data, story
 
-    def notification(self, door: str, data: dict, story: dict, projects: list[str]) -> Notification:
-        type_, text, link = phabricator.render(story)
+    def notification(
+        self, door: str, data: dict, type_: str, text: str, link: str, projects: list[str]
+    ) -> Notification:
         analyzer = self.config.analyzers.for_door(self.name, door)
         return Notification(
             service=self.name,
@@ -45,25 +80,82 @@ class PhabricatorGate(Gate):
             link=link,
         )
 
+    def needs_projects(self, service: Service, door: str) -> bool:
+        # Projects only matter to mappings with items: without any (or without
+        # an API token to ask Conduit with), no Conduit call.
+        analyzer = self.config.analyzers.for_door(self.name, door)
+        return bool(
+            self.projects is not None
+            and service.secret
+            and any(mapping.items for mapping in analyzer.mappings)
+        )
+
     def process(self, call: GateCall):
         service = self.config.service(self.name, call.door)
         if service is None:
             raise GateError(404, UNKNOWN_INSTANCE, "no such Phabricator door")
-        data, story = self.story(call)
-        outcome = Outcome(gate=self.name, event=phabricator.object_type(story))
-        analyzer = self.config.analyzers.for_door(self.name, call.door)
-        # Projects only matter to mappings with items: without any (or without
-        # an API token to ask Conduit with), no Conduit call.
-        needs_projects = service.secret and any(mapping.items for mapping in analyzer.mappings)
-        if self.projects is None or not needs_projects:
-            outcome.publications.append(Publication(self.notification(call.door, data, story, [])))
-            return outcome
-        d = self.projects.of_story(service, story)
+        if call.header(SIGNATURE_HEADER) is not None:
+            # Signed: a Herald webhook, whatever the body; signature first.
+            self.authenticate_herald(call, service)
+            return self.herald(call, service, parse_json(call.body))
+        if call.content_type != "application/json":
+            return self.feed_story(call, service, *self.story(call))
+        data = parse_json(call.body)
+        if phabricator.is_herald(data):
+            self.authenticate_herald(call, service)
+            return self.herald(call, service, data)
+        return self.feed_story(call, service, *self.story(call, data))
+
+    # Feed stories ------------------------------------------------------------
+
+    def feed_story(self, call: GateCall, service: Service, data: dict, story: dict):
+        type_, text, link = phabricator.render(story)
+        outcome = Outcome(gate=self.name, event=type_)
 
         def publish(projects: list[str]) -> Outcome:
-            outcome.publications.append(
-                Publication(self.notification(call.door, data, story, projects))
-            )
+            notification = self.notification(call.door, data, type_, text, link, projects)
+            outcome.publications.append(Publication(notification))
             return outcome
 
+        if not self.needs_projects(service, call.door):
+            return publish([])
+        return self.projects.of_story(service, story).addCallback(publish)
+
+    # Herald webhooks ---------------------------------------------------------
+
+    def authenticate_herald(self, call: GateCall, service: Service) -> None:
+        """The door's HMAC key signs Herald webhooks; a door without one takes
+        them only when ``allow_unsigned`` lists Phabricator."""
+        if service.hmac_key:
+            if not herald_signature_matches(call, service.hmac_key):
+                raise GateError(403, UNAUTHORIZED, "missing or wrong Herald webhook signature")
+            return
+        if self.name not in self.config.allow_unsigned:
+            raise GateError(
+                403, UNAUTHORIZED, "door has no hmac_key and unsigned calls are not allowed"
+            )
+
+    def herald(self, call: GateCall, service: Service, data: dict):
+        try:
+            phid, type_ = phabricator.herald_object(data)
+        except UnreadablePayload:
+            raise bad_request("expected a Herald webhook with an object.phid string") from None
+        outcome = Outcome(gate=self.name, event=f"herald:{type_}")
+        ask_conduit = self.projects is not None and bool(service.secret)
+        handle = self.projects.handle_of(service, phid) if ask_conduit else defer.succeed(None)
+        story = {"data": {"objectPHID": phid}}
+        if self.needs_projects(service, call.door):
+            projects = self.projects.of_story(service, story)
+        else:
+            projects = defer.succeed([])
+
+        def publish(results: list) -> Outcome:
+            handle, projects = results
+            _, text, link = phabricator.render_herald(data, handle)
+            notification = self.notification(call.door, data, type_, text, link, projects)
+            outcome.publications.append(Publication(notification))
+            return outcome
+
+        # Both lookups run at once and never fail; each ends within the timeout.
+        d = defer.gatherResults([handle, projects], consumeErrors=True)
         return d.addCallback(publish)

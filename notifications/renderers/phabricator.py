@@ -1,8 +1,12 @@
-"""Phabricator feed stories as notification texts (SPEC §3.4).
+"""Phabricator feed stories and Herald webhooks as notification texts (SPEC §3.4).
 
 Phabricator's ``feed.http-hooks`` post a form with PHP-style bracket keys
 (``storyData[objectPHID]``); :func:`parse_form` nests them as PHP would, and
 :func:`story_from` gives the keys the names the rest of the center uses.
+
+Herald webhooks post JSON naming the object (``object.phid``, ``object.type``)
+and no text: :func:`render_herald` makes one from what Conduit's
+``phid.query`` says of the object, or from the PHID alone.
 """
 
 from __future__ import annotations
@@ -10,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import dig, text_at
+from ..texts import cut
+from . import UnreadablePayload, dig, text_at
 
 #: Type of a story without a readable object PHID.
 VOID = "VOID"
@@ -117,3 +122,67 @@ def object_type(story: Any) -> str:
 def render(story: Any) -> tuple[str, str, str]:
     """``(type, text, link)`` of a story: its object type, its text, no link."""
     return object_type(story), text_at(story, "text"), ""
+
+
+# Herald webhooks -------------------------------------------------------------
+
+#: A Herald object type as Phorge spells it (``TASK``, ``DREV``…); other values are ignored.
+_HERALD_TYPE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+#: Added to the text of the call Herald's "Test webhook" button makes.
+TEST_SUFFIX = " (test)"
+
+
+def is_herald(data: Any) -> bool:
+    """Whether a JSON body has a Herald webhook's shape: an ``object`` with a
+    ``phid``, and no ``storyText`` (which only feed stories have)."""
+    return (
+        isinstance(data, dict)
+        and "storyText" not in data
+        and isinstance(data.get("object"), dict)
+        and "phid" in data["object"]
+    )
+
+
+def herald_object(data: Any) -> tuple[str, str]:
+    """``(phid, type)`` of a Herald webhook's object.
+
+    The type is ``object.type``, else the type in the PHID, else ``VOID``.
+    Raises :class:`UnreadablePayload` when there is no object PHID string.
+    """
+    phid = dig(data, "object", "phid", default=None)
+    if not isinstance(phid, str) or not phid.strip():
+        raise UnreadablePayload("object.phid")
+    type_ = dig(data, "object", "type", default=None)
+    if not isinstance(type_, str) or not _HERALD_TYPE.fullmatch(type_):
+        type_ = object_type({"data": {"objectPHID": phid}})
+    return phid, type_
+
+
+def _one_line(value: str) -> str:
+    return " ".join(value.split())
+
+
+def render_herald(data: Any, handle: dict[str, str] | None) -> tuple[str, str, str]:
+    """``(type, text, link)`` of a Herald webhook.
+
+    With the object's handle from ``phid.query``: ``<typeName> <fullName> was
+    updated`` (``Maniphest Task T42: Widgets spin backwards was updated``) and
+    its ``uri`` as the link; without one (no API token, Conduit down or
+    refusing, an object the bot cannot see): ``<type> <phid> was updated`` and
+    no link. A test call (``action.test``) ends with ``" (test)"``.
+    """
+    phid, type_ = herald_object(data)
+    handle = handle or {}
+    name = _one_line(handle.get("fullName") or handle.get("name") or "")
+    if name:
+        type_name = _one_line(handle.get("typeName") or "")
+        text = f"{type_name} {cut(name)}" if type_name else cut(name)
+    else:
+        text = f"{type_} {cut(_one_line(phid))}"
+    text += " was updated"
+    if dig(data, "action", "test", default=False) is True:
+        text += TEST_SUFFIX
+    uri = handle.get("uri") or ""
+    link = uri if uri.startswith(("https://", "http://")) else ""
+    return type_, text, link
