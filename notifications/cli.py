@@ -177,8 +177,13 @@ def gate_call(config: Config, gate: str, door: str, body: bytes, event: str | No
         if secret:
             digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
             headers["x-hub-signature-256"] = f"sha256={digest}"
-    elif secret and gate != "Phabricator":
-        # A Phabricator secret is its Conduit token, not a door token.
+    elif gate == "Phabricator":
+        # Its secret is the Conduit token; Herald webhooks are signed with the hmac_key.
+        hmac_key = service.hmac_key if service is not None else None
+        if hmac_key:
+            digest = hmac.new(hmac_key.encode(), body, hashlib.sha256).hexdigest()
+            headers["x-phabricator-webhook-signature"] = digest
+    elif secret:
         headers["authorization"] = f"Bearer {secret}"
     return GateCall(door=door, headers=headers, body=body)
 
@@ -223,7 +228,7 @@ def render_payload(
     """
     # The command reads a local file: the caller is trusted, and a GitHub
     # door with no secret must render rather than be refused.
-    trusting = replace(config, allow_unsigned=config.allow_unsigned | {"GitHub"})
+    trusting = replace(config, allow_unsigned=config.allow_unsigned | {"GitHub", "Phabricator"})
     collaborators = {}
     if clients is not None:
         collaborators = {"projects": clients.projects, "mailgun": clients.mailgun}

@@ -29,6 +29,8 @@ FORM = "application/x-www-form-urlencoded"
 
 #: What a gate answers (503) while the daemon stops.
 SHUTTING_DOWN = "The notifications center is shutting down.\n"
+#: What a call past ``[gate] max_in_progress`` gets (with Retry-After).
+TOO_MANY = "Too many calls in progress, retry later.\n"
 
 #: What a GET on a gate says (``notifications.web.POST_ONLY``).
 POST_ONLY = "This gate takes POST requests: see the documentation of the notifications center."
@@ -282,7 +284,24 @@ PHABRICATOR_FORM = {
     },
 }
 
-PHABRICATOR_JSON = {
+HERALD_JSON = {
+    "type": "object",
+    "description": "A Herald webhook call (Phorge/Phabricator), signed with "
+    "X-Phabricator-Webhook-Signature.",
+    "required": ["object"],
+    "properties": {
+        "object": {
+            "type": "object",
+            "required": ["phid"],
+            "properties": {"phid": {"type": "string"}, "type": {"type": "string"}},
+        },
+        "triggers": {"type": "array", "items": {"type": "object"}},
+        "action": {"type": "object"},
+        "transactions": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+FEED_STORY_JSON = {
     "type": "object",
     "description": "The same story as a JSON object.",
     "required": ["storyText"],
@@ -321,7 +340,10 @@ GATE_BODIES = {
     },
     "DockerHub": {JSON: {"schema": DOCKERHUB_PAYLOAD}},
     "Jenkins": {JSON: {"schema": JENKINS_PAYLOAD}},
-    "Phabricator": {FORM: {"schema": PHABRICATOR_FORM}, JSON: {"schema": PHABRICATOR_JSON}},
+    "Phabricator": {
+        FORM: {"schema": PHABRICATOR_FORM},
+        JSON: {"schema": {"oneOf": [FEED_STORY_JSON, HERALD_JSON]}},
+    },
     "Notification": {JSON: {"schema": _ref("schemas", "Notification")}},
 }
 
@@ -351,7 +373,10 @@ GATE_DESCRIPTIONS = {
     ),
     "Phabricator": (
         "The door must be a declared Phabricator instance, else 404 Unknown Phabricator "
-        "instance. A body without a storyText string is 400."
+        "instance. A feed story without a storyText string is 400. A Herald webhook "
+        "(JSON with object.phid) must carry X-Phabricator-Webhook-Signature, the hex "
+        "HMAC-SHA256 of the raw body with the door's hmac_key, else 403 (unless the door "
+        "has no hmac_key and allow_unsigned lists Phabricator)."
     ),
     "Notification": (
         "service, group and type must be non-empty strings, text and link strings, else "
@@ -399,6 +424,16 @@ def _gate_post(gate: str) -> dict:
         ]
     if gate in TOKEN_GATES:
         parameters.append(_ref("parameters", "token"))
+    if gate == "Phabricator":
+        parameters.append(
+            {
+                "name": "X-Phabricator-Webhook-Signature",
+                "in": "header",
+                "required": False,
+                "description": "Herald webhooks: hex HMAC-SHA256 of the raw body.",
+                "schema": {"type": "string"},
+            }
+        )
     request_id = {"X-Request-Id": _ref("headers", "X-Request-Id")}
     maybe_request_id = {"X-Request-Id": _ref("headers", "X-Request-Id-Optional")}
     responses: dict[str, Any] = {
@@ -418,16 +453,16 @@ def _gate_post(gate: str) -> dict:
         "415": _ref("responses", "UnsupportedMediaType"),
         "431": _ref("responses", "HeadersTooLarge"),
         "503": {
-            "description": "An action failed (the report), or the daemon is shutting down "
-            "(text/plain, with Retry-After).",
+            "description": "An action failed (the report), or the daemon is shutting down or "
+            "has too many calls in progress (text/plain, with Retry-After).",
             "headers": {"Retry-After": _ref("headers", "Retry-After"), **maybe_request_id},
             "content": {
                 JSON: {"schema": _ref("schemas", f"{gate}FailedReport")},
-                TEXT: {"schema": {"type": "string", "enum": [SHUTTING_DOWN]}},
+                TEXT: {"schema": {"type": "string", "enum": [SHUTTING_DOWN, TOO_MANY]}},
             },
         },
     }
-    if gate in ("GitHub", *TOKEN_GATES):
+    if gate in ("GitHub", "Phabricator", *TOKEN_GATES):
         responses["403"] = {**_response("Unauthorized"), "headers": request_id}
     operation: dict[str, Any] = {
         "operationId": f"post{gate}",

@@ -226,7 +226,8 @@ def make_daemon(config: Config, reactor) -> tuple[service.MultiService, WebApp]:
 
     for gate in sorted(config.allow_unsigned):
         log.warn(
-            "The {gate} gate accepts unsigned calls on doors without a secret (allow_unsigned)",
+            "The {gate} gate accepts unsigned calls on doors without a secret "
+            "(GitHub) or an hmac_key (Phabricator Herald webhooks): allow_unsigned",
             gate=gate,
         )
 
