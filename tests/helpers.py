@@ -1,5 +1,6 @@
-"""Helpers of the end-to-end gate tests: signed GitHub calls, raw HTTP, and checks
-of the actions report and of the notification consumed back from RabbitMQ."""
+"""Helpers of the end-to-end gate tests: signed GitHub calls, raw HTTP, checks
+of the actions report and of the notification consumed back from RabbitMQ, and
+a proxy in front of the broker whose connections a test can cut."""
 
 from __future__ import annotations
 
@@ -12,8 +13,11 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
+from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
+from twisted.protocols import portforward
+
+from tests.conftest import BROKER_HOST, BROKER_PORT
 
 #: The seven keys of a notification (SPEC §1).
 NOTIFICATION_KEYS = {"service", "project", "group", "rawContent", "type", "text", "link"}
@@ -155,3 +159,36 @@ async def raw_http(
     head, _, content = response.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, content
+
+
+class SeverableProxy(portforward.ProxyFactory):
+    """A port forwarder to the broker whose connections a test can cut."""
+
+    def __init__(self):
+        super().__init__(BROKER_HOST, BROKER_PORT)
+        self.servers: list[portforward.ProxyServer] = []
+
+    def buildProtocol(self, addr):
+        server = super().buildProtocol(addr)
+        self.servers.append(server)
+        return server
+
+    def freeze(self) -> None:
+        """Stop forwarding in both directions, the TCP connections left open."""
+        for server in self.servers:
+            for side in (server, server.peer):
+                if side is not None and side.transport is not None:
+                    side.transport.pauseProducing()
+
+    def sever(self) -> None:
+        for server in self.servers:
+            if server.transport is not None:
+                server.transport.abortConnection()
+        self.servers.clear()
+
+
+async def listen_proxy(port: int = 0):
+    """A ``SeverableProxy`` listening on a loopback port (0: any): (proxy, listening port)."""
+    proxy = SeverableProxy()
+    listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(proxy)
+    return proxy, listening

@@ -8,59 +8,20 @@ lost mid-stream).
 from __future__ import annotations
 
 import json
-import os
 import signal
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import pytest
 import pytest_twisted
 import treq
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.logger import formatEvent
-from twisted.protocols import portforward
 
 from notifications.amqp.connection import AMQPFactory, broker_endpoint
-from tests.conftest import BROKER_HOST, BROKER_PORT, stop_daemon, test_broker, wait_for
+from tests.conftest import stop_daemon, test_broker, wait_for
+from tests.helpers import listen_proxy
+from tests.processes import free_port, http_status, loopback_endpoint, popen_twistd
 
-ROOT = Path(__file__).resolve().parent.parent
 NOTIFICATION = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "v2"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-class SeverableProxy(portforward.ProxyFactory):
-    """A port forwarder to the broker whose connections a test can cut."""
-
-    def __init__(self):
-        super().__init__(BROKER_HOST, BROKER_PORT)
-        self.servers: list[portforward.ProxyServer] = []
-
-    def buildProtocol(self, addr):
-        server = super().buildProtocol(addr)
-        self.servers.append(server)
-        return server
-
-    def freeze(self) -> None:
-        """Stop forwarding in both directions, the TCP connections left open."""
-        for server in self.servers:
-            for side in (server, server.peer):
-                if side is not None and side.transport is not None:
-                    side.transport.pauseProducing()
-
-    def sever(self) -> None:
-        for server in self.servers:
-            if server.transport is not None:
-                server.transport.abortConnection()
-        self.servers.clear()
 
 
 async def connect_raw(broker):
@@ -71,12 +32,6 @@ async def connect_raw(broker):
     channel = await client.channel(1)
     await channel.channel_open()
     return client, channel
-
-
-async def listen_proxy(port: int = 0):
-    proxy = SeverableProxy()
-    listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(proxy)
-    return proxy, listening
 
 
 @pytest_twisted.ensureDeferred
@@ -197,23 +152,10 @@ async def test_an_exchange_of_another_type_is_retried_not_used(
 # twistd ---------------------------------------------------------------------
 
 
-def twistd(*arguments: str, **kwargs) -> subprocess.Popen:
-    executable = Path(sys.executable).parent / "twistd"
-    return subprocess.Popen(
-        [str(executable), "--pidfile=", "-n", "notifications", *arguments],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        **kwargs,
-    )
-
-
 def test_twistd_stops_on_a_bad_configuration_with_one_line(tmp_path):
     (tmp_path / "c.json").write_text('{"services": [{"gate": "GitHub", "door": "A", "secert": 1}]}')
     (tmp_path / "n.toml").write_text('[gate]\ncredentials = "c.json"\n')
-    process = twistd("--config", str(tmp_path / "n.toml"))
+    process = popen_twistd(tmp_path / "n.toml")
     out, err = process.communicate(timeout=60)
     assert process.returncode != 0
     assert "Traceback" not in out + err
@@ -225,34 +167,11 @@ def test_twistd_stops_on_a_bad_configuration_with_one_line(tmp_path):
     )
 
 
-def http_status(port: int, timeout: float = 30) -> bytes:
-    """GET /status on a loopback port, waiting for the daemon to listen."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
-                connection.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
-                return connection.makefile("rb").read()
-        except OSError:
-            time.sleep(0.2)
-    return b""
-
-
 @pytest.mark.parametrize("runner", ["twistd", "twist"])
 def test_the_example_configuration_runs_on_several_ports(runner):
     ports = [free_port(), free_port()]
-    listen = [f"--port=tcp:{port}:interface=127.0.0.1" for port in ports]
-    arguments = [*listen, "--config", "etc/notifications.toml"]
-    if runner == "twistd":
-        process = twistd(*arguments)
-    else:
-        process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "twist"), "notifications", *arguments],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
+    listen = [f"--port={loopback_endpoint(port)}" for port in ports]
+    process = popen_twistd("etc/notifications.toml", *listen, runner=runner)
     try:
         for port in ports:
             body = http_status(port)
@@ -268,7 +187,7 @@ def test_the_example_configuration_runs_on_several_ports(runner):
 
 @pytest.mark.parametrize("port", ["nope:1234", "tcp:notaport", "systemd:domain=INET:index=0"])
 def test_a_bad_port_stops_the_start_with_one_line(port):
-    process = twistd("--port", port, "--config", "etc/notifications.toml")
+    process = popen_twistd("etc/notifications.toml", "--port", port)
     out, err = process.communicate(timeout=30)
     assert process.returncode != 0
     assert "Traceback" not in out + err

@@ -9,7 +9,6 @@ write ``docs/status-page.png``, the screenshot of the README.
 
 from __future__ import annotations
 
-import http.client
 import importlib.util
 import json
 import os
@@ -26,9 +25,8 @@ import treq
 from notifications import __version__
 from notifications.config import GATES
 from tests.conftest import make_config, test_broker
-from tests.test_broker_faults import free_port, http_status
+from tests.processes import ROOT, free_port, request, running_twistd
 
-ROOT = Path(__file__).resolve().parent.parent
 STATIC = ROOT / "notifications" / "static"
 SCREENSHOT = ROOT / "docs" / "status-page.png"
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -249,36 +247,10 @@ def browser_or_skip() -> None:
 
 @pytest.fixture
 def daemon_process(tmp_path):
-    """The daemon as ``twistd`` runs it on a free loopback port: URL, process, configuration."""
+    """The daemon as ``twistd`` runs it on a free loopback port (a ``TwistdProcess``)."""
     make_config(tmp_path, test_broker())
-    port = free_port()
-    log_path = tmp_path / "twistd.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "twistd"),
-                "--pidfile=",
-                "-n",
-                "notifications",
-                "--port",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--config",
-                str(tmp_path / "notifications.toml"),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-    try:
-        assert http_status(port).endswith(b"ALIVE"), log_path.read_text(errors="replace")
-        yield f"http://127.0.0.1:{port}", process, tmp_path / "notifications.toml"
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            process.wait(timeout=30)
-    output = log_path.read_text(errors="replace")
-    assert "Traceback" not in output and "Unhandled" not in output, output[-3000:]
+    with running_twistd(tmp_path) as daemon:
+        yield daemon
 
 
 @pytest.fixture
@@ -323,9 +295,9 @@ def test_the_status_page_in_a_browser(browser, daemon_process):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    url, process, config_path = daemon_process
+    url = daemon_process.url
     screenshot = os.environ.get("UPDATE_SCREENSHOT") == "1"
-    consumer = start_consumer(config_path) if screenshot else None
+    consumer = start_consumer(daemon_process.config_path) if screenshot else None
     try:
         wait = WebDriverWait(browser, 15)
         browser.get(url + "/")
@@ -386,8 +358,7 @@ def test_the_status_page_in_a_browser(browser, daemon_process):
 
         # The daemon gone: the page says so, and keeps the last figures.
         shown = len(browser.find_elements(By.CSS_SELECTOR, rows_selector))
-        process.terminate()
-        process.wait(timeout=30)
+        daemon_process.stop()
         wait.until(lambda d: d.find_element(By.ID, "error").is_displayed())
         assert "does not answer" in browser.find_element(By.ID, "error").text
         assert len(browser.find_elements(By.CSS_SELECTOR, rows_selector)) == shown
@@ -398,16 +369,10 @@ def test_the_status_page_in_a_browser(browser, daemon_process):
 
 
 def post(url: str, notification: dict, path: str = "/gate/Notification/Acme") -> dict:
-    host, port = url.removeprefix("http://").split(":")
-    connection = http.client.HTTPConnection(host, int(port), timeout=10)
-    try:
-        body = json.dumps(notification).encode()
-        connection.request("POST", path, body, {"Content-Type": "application/json"})
-        response = connection.getresponse()
-        content = response.read()
-    finally:
-        connection.close()
-    assert response.status == 200, content
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps(notification).encode()
+    status, content = request(port, "POST", path, body, {"Content-Type": "application/json"})
+    assert status == 200, content
     return json.loads(content)
 
 

@@ -7,10 +7,7 @@ it, in the test's reactor otherwise. Messages are counted, not sampled.
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,10 +17,10 @@ from twisted.internet import defer, reactor, task
 from twisted.web.client import HTTPConnectionPool
 
 from tests.conftest import bind_consumer, close_consumer, stop_daemon, test_broker, wait_for
-from tests.helpers import closed_port, signed_github_request
+from tests.helpers import closed_port, listen_proxy, signed_github_request
 from tests.payloads import github_push
+from tests.processes import TwistdProcess, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "durable-secret"
 
 
@@ -153,26 +150,16 @@ class DaemonProcess:
             '[gate]\ncredentials = "credentials.json"\npublish_timeout = 0.5\n'
             '[storage]\ndirectory = "spool"\ndrain_timeout = 3\n'
         )
-        self.process: subprocess.Popen | None = None
+        self.twistd = TwistdProcess(directory, port=port)
         self.pool = HTTPConnectionPool(reactor, persistent=False)
 
+    @property
+    def process(self):
+        """The ``subprocess.Popen`` of the last start, None before the first."""
+        return self.twistd.process
+
     def start(self) -> None:
-        self.log = (self.directory / "twistd.log").open("ab")
-        self.process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "twistd"),
-                "--pidfile=",
-                "-n",
-                "notifications",
-                "--port",
-                f"tcp:{self.port}:interface=127.0.0.1",
-                "--config",
-                str(self.directory / "notifications.toml"),
-            ],
-            cwd=ROOT,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
+        self.twistd.start()
 
     async def ready(self) -> None:
         for _ in range(300):
@@ -201,29 +188,24 @@ class DaemonProcess:
         )
 
     def signal(self, number: int) -> None:
-        os.kill(self.process.pid, number)
+        self.twistd.signal(number)
 
     async def exited(self, timeout: float = 30) -> int:
         for _ in range(int(timeout * 20)):
             if self.process.poll() is not None:
-                self.log.close()
                 return self.process.returncode
             await task.deferLater(reactor, 0.05)
         raise AssertionError("the daemon did not exit: " + self.output())
 
     def output(self) -> str:
-        return (self.directory / "twistd.log").read_text(errors="replace")
+        return self.twistd.output()
 
     def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+        self.twistd.kill()
 
 
 @pytest.fixture
 def daemon_process(tmp_path, broker):
-    from tests.test_broker_faults import free_port
-
     processes = []
 
     def make() -> DaemonProcess:
@@ -292,8 +274,6 @@ async def test_sigkill_mid_stream_loses_no_answered_call(daemon_process, broker,
 
 @pytest_twisted.ensureDeferred
 async def test_sigterm_drains_then_a_restart_replays_the_rest(daemon_process, broker, tmp_path):
-    from tests.test_broker_faults import listen_proxy
-
     proxy, listening = await listen_proxy()
     port = listening.getHost().port
     down = test_broker(broker.exchange, port=port)

@@ -7,11 +7,7 @@ daemon must still answer ``/status``.
 
 from __future__ import annotations
 
-import http.client
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -27,7 +23,7 @@ from tests.payloads import (
     github_repository,
     jenkins,
 )
-from tests.test_broker_faults import free_port, http_status
+from tests.processes import http_status, request, running_twistd
 
 SECRET = "fuzz-secret"
 EVENTS = [
@@ -103,41 +99,8 @@ def daemon(tmp_path_factory):
         ],
         toml="publish_timeout = 0.05\n",
     )
-    port = free_port()
-    log = (directory / "twistd.log").open("wb")
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "twistd"),
-            "--pidfile=",
-            "-n",
-            "notifications",
-            "--port",
-            f"tcp:{port}:interface=127.0.0.1",
-            "--config",
-            str(directory / "notifications.toml"),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        assert http_status(port).endswith(b"ALIVE")
-        yield port
-    finally:
-        process.terminate()
-        process.wait(30)
-        log.close()
-    output = (directory / "twistd.log").read_text(errors="replace")
-    assert "Unhandled" not in output and "Traceback" not in output, output[-3000:]
-
-
-def post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request("POST", path, body, headers)
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+    with running_twistd(directory) as daemon:
+        yield daemon.port
 
 
 def assert_no_5xx(code: int, body: bytes) -> None:
@@ -148,7 +111,7 @@ def assert_no_5xx(code: int, body: bytes) -> None:
 @given(event=st.sampled_from(EVENTS), payload=json_values | payload_like)
 def test_signed_github_calls_with_any_json(daemon, event, payload):
     body, headers = signed_github_request(event, payload, SECRET)
-    code, answer = post(daemon, "/gate/GitHub/Acme", body, headers)
+    code, answer = request(daemon, "POST", "/gate/GitHub/Acme", body, headers)
     assert_no_5xx(code, answer)
     if not isinstance(payload, dict):
         assert code == 400
@@ -167,7 +130,7 @@ def test_truncated_and_mutated_github_payloads(daemon, sample, cut, flips):
         raw[position % len(raw)] = value
     raw = bytes(raw[: max(1, cut)]) if cut < len(raw) else bytes(raw)
     body, headers = signed_github_request(event, raw, SECRET)
-    code, answer = post(daemon, "/gate/GitHub/Acme", body, headers)
+    code, answer = request(daemon, "POST", "/gate/GitHub/Acme", body, headers)
     assert_no_5xx(code, answer)
 
 
@@ -196,7 +159,7 @@ def test_random_headers_bodies_and_doors(daemon, gate, door, headers, content_ty
     headers.pop("Content-Length", None)
     headers.pop("Transfer-Encoding", None)
     headers.pop("Host", None)
-    code, answer = post(daemon, f"/gate/{gate}/{door}", body, headers)
+    code, answer = request(daemon, "POST", f"/gate/{gate}/{door}", body, headers)
     assert_no_5xx(code, answer)
 
 
@@ -204,12 +167,13 @@ def test_random_headers_bodies_and_doors(daemon, gate, door, headers, content_ty
 @given(payload=payload_like | json_values)
 def test_jenkins_and_notification_gates_with_any_json(daemon, payload):
     for path in ("/gate/Jenkins/Acme", "/gate/Notification/Acme", "/gate/DockerHub/Acme"):
-        code, answer = post(
-            daemon, path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
+        code, answer = request(
+            daemon, "POST", path, json.dumps(payload).encode(), {"Content-Type": "application/json"}
         )
         assert_no_5xx(code, answer)
-    code, answer = post(
+    code, answer = request(
         daemon,
+        "POST",
         "/gate/Jenkins/Acme",
         json.dumps({**jenkins(), "build": payload}).encode(),
         {"Content-Type": "application/json"},

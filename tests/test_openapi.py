@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import pytest_twisted
@@ -28,7 +26,7 @@ from notifications.openapi import OPENAPI_VERSION, OpenAPIResource, document
 from notifications.outbox import OutboxFull
 from notifications.report import amqp_action, make_report, report_status, side_action
 from tests.conftest import make_config, test_broker
-from tests.test_broker_faults import free_port, http_status
+from tests.processes import running_twistd
 
 #: Every route of the HTTP surface besides the gates (README, "HTTP surface").
 ROUTES = ("/", "/status", "/status.json", "/health", "/config", "/metrics", "/openapi.json")
@@ -278,47 +276,15 @@ EXAMPLES = {
 }
 
 
-def run_daemon(directory: Path, services: list[dict], toml: str):
-    """Start ``twistd notifications`` on a free loopback port; (process, port, log path)."""
-    make_config(directory, test_broker(), services=services, toml=toml)
-    port = free_port()
-    log_path = directory / "twistd.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).parent / "twistd"),
-                "--pidfile=",
-                "-n",
-                "notifications",
-                "--port",
-                f"tcp:{port}:interface=127.0.0.1",
-                "--config",
-                str(directory / "notifications.toml"),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    return process, port, log_path
-
-
-def stop_daemon(process, log_path: Path) -> str:
-    process.terminate()
-    process.wait(30)
-    return log_path.read_text(errors="replace")
-
-
 @pytest.fixture(scope="module", params=["open", "locked"])
 def daemon_process(request, tmp_path_factory):
     """``(setup name, base URL)`` of a daemon run as a process (the calls here block)."""
     directory = tmp_path_factory.mktemp(request.param)
-    process, port, log_path = run_daemon(directory, **(OPEN if request.param == "open" else LOCKED))
-    try:
-        assert http_status(port).endswith(b"ALIVE"), log_path.read_text(errors="replace")
-        yield request.param, f"http://127.0.0.1:{port}"
-    finally:
-        output = stop_daemon(process, log_path)
+    setup = OPEN if request.param == "open" else LOCKED
+    make_config(directory, test_broker(), **setup)
     # A 5xx that slipped through (or a crash beside a call) leaves a traceback.
-    assert "Traceback" not in output and "Unhandled" not in output, output[-3000:]
+    with running_twistd(directory) as daemon:
+        yield request.param, daemon.url
 
 
 def run_operation(operation, mode, path_parameters, examples: int, call) -> Counter[int]:
@@ -453,12 +419,9 @@ def test_limit_answers_match_the_document(
 def open_daemon_for_bugs(tmp_path_factory):
     """An open daemon of its own, whose log may hold the tracebacks of known bugs."""
     directory = tmp_path_factory.mktemp("bugs")
-    process, port, log_path = run_daemon(directory, **OPEN)
-    try:
-        assert http_status(port).endswith(b"ALIVE"), log_path.read_text(errors="replace")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        stop_daemon(process, log_path)
+    make_config(directory, test_broker(), **OPEN)
+    with running_twistd(directory, clean=False) as daemon:
+        yield daemon.url
 
 
 @pytest.mark.parametrize("gate", GATES)

@@ -8,13 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,43 +18,14 @@ import pytest
 from notifications.config import load_config
 from notifications.errors import ConfigError
 from tests.conftest import make_config, test_broker
-from tests.test_broker_faults import free_port, http_status
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def start(directory: Path, *arguments: str, env=None) -> subprocess.Popen:
-    log = (directory / "twistd.log").open("ab")
-    return subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "twistd"),
-            "--pidfile=",
-            "-n",
-            "notifications",
-            *arguments,
-            "--config",
-            str(directory / "notifications.toml"),
-        ],
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def stop(process: subprocess.Popen) -> None:
-    process.send_signal(signal.SIGTERM)
-    process.wait(30)
-
-
-def request(port: int, method: str, path: str, body: bytes = b"", headers=None):
-    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        connection.request(method, path, body, headers or {})
-        response = connection.getresponse()
-        return response.status, response.read()
-    finally:
-        connection.close()
+from tests.processes import (
+    free_port,
+    http_status,
+    loopback_endpoint,
+    request,
+    start_twistd,
+    wait_until,
+)
 
 
 def signed(secret: str, body: bytes) -> dict[str, str]:
@@ -71,25 +38,10 @@ def signed(secret: str, body: bytes) -> dict[str, str]:
     }
 
 
-def wait_until(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
-
-
 def test_the_admin_surface_moves_to_its_own_port(tmp_path):
     make_config(tmp_path, test_broker())
     public, admin = free_port(), free_port()
-    process = start(
-        tmp_path,
-        "--port",
-        f"tcp:{public}:interface=127.0.0.1",
-        "--admin-port",
-        f"tcp:{admin}:interface=127.0.0.1",
-    )
+    daemon = start_twistd(tmp_path, "--admin-port", loopback_endpoint(admin), port=public)
     try:
         assert http_status(public).endswith(b"ALIVE")
         assert http_status(admin).endswith(b"ALIVE")
@@ -103,19 +55,19 @@ def test_the_admin_surface_moves_to_its_own_port(tmp_path):
         recent = json.loads(request(admin, "GET", "/status.json")[1])["recent"]
         assert [item["type"] for item in recent] == ["deploy"]
     finally:
-        stop(process)
+        daemon.stop()
 
 
 def test_json_logs_are_one_object_per_line(tmp_path):
     make_config(tmp_path, test_broker())
-    port = free_port()
-    process = start(tmp_path, "--port", f"tcp:{port}:interface=127.0.0.1", "--json-logs")
+    daemon = start_twistd(tmp_path, "--json-logs")
+    port = daemon.port
     try:
         assert http_status(port).endswith(b"ALIVE")
         request(port, "POST", "/gate/Notification/Acme", b"[]")
     finally:
-        stop(process)
-    lines = (tmp_path / "twistd.log").read_text().splitlines()
+        daemon.stop()
+    lines = daemon.log_path.read_text().splitlines()
     events = [json.loads(line.strip("\x1e")) for line in lines if line.strip("\x1e").strip()]
     assert events, lines
     calls = [e for e in events if e.get("log_namespace") == "notifications.web.CallHandler"]
@@ -128,8 +80,8 @@ def test_json_logs_are_one_object_per_line(tmp_path):
 def test_sighup_reloads_credentials_and_keeps_a_good_configuration(tmp_path):
     broker = test_broker()
     make_config(tmp_path, broker, services=[{"gate": "GitHub", "door": "Acme", "secret": "one"}])
-    port = free_port()
-    process = start(tmp_path, "--port", f"tcp:{port}:interface=127.0.0.1")
+    daemon = start_twistd(tmp_path)
+    port = daemon.port
     body = json.dumps({"zen": "Keep it logically awesome.", "hook_id": 1}).encode()
     try:
         assert http_status(port).endswith(b"ALIVE")
@@ -140,7 +92,7 @@ def test_sighup_reloads_credentials_and_keeps_a_good_configuration(tmp_path):
         credentials.write_text(
             json.dumps({"services": [{"gate": "GitHub", "door": "Acme", "secret": "two"}]})
         )
-        process.send_signal(signal.SIGHUP)
+        daemon.signal(signal.SIGHUP)
 
         def reloaded() -> bool:
             return request(port, "POST", "/gate/GitHub/Acme", body, signed("two", body))[0] == 200
@@ -150,17 +102,13 @@ def test_sighup_reloads_credentials_and_keeps_a_good_configuration(tmp_path):
 
         # A broken file: the daemon says why and keeps serving with the last good one.
         credentials.write_text('{"services": [{"gate": "GitHub", "door": "Acme", "secert": 1}]}')
-        process.send_signal(signal.SIGHUP)
-        wait_until(lambda: "Keeping the current configuration" in log_of(tmp_path))
-        assert "unknown key 'secert'" in log_of(tmp_path)
+        daemon.signal(signal.SIGHUP)
+        wait_until(lambda: "Keeping the current configuration" in daemon.output())
+        assert "unknown key 'secert'" in daemon.output()
         assert request(port, "POST", "/gate/GitHub/Acme", body, signed("two", body))[0] == 200
-        assert process.poll() is None
+        assert daemon.poll() is None
     finally:
-        stop(process)
-
-
-def log_of(directory: Path) -> str:
-    return (directory / "twistd.log").read_text(errors="replace")
+        daemon.stop()
 
 
 # Secrets from a secret manager ----------------------------------------------------------

@@ -10,8 +10,7 @@ import pytest_twisted
 from twisted.internet import threads
 
 from tests.conftest import make_config
-from tests.test_broker_faults import free_port, http_status
-from tests.test_operations import request, start, stop, wait_until
+from tests.processes import http_status, request, start_twistd, wait_until
 
 
 def children_of(pid: int) -> list[int]:
@@ -30,11 +29,11 @@ def post_many(port: int, count: int) -> list[int]:
 @pytest_twisted.ensureDeferred
 async def test_two_workers_share_the_port_and_publish_everything(tmp_path, broker, consumer):
     make_config(tmp_path, broker)
-    port = free_port()
-    process = start(tmp_path, "--workers", "2", "--port", f"tcp:{port}:interface=127.0.0.1")
+    daemon = start_twistd(tmp_path, "--workers", "2")
+    port = daemon.port
     try:
         assert (await threads.deferToThread(http_status, port)).endswith(b"ALIVE")
-        workers = children_of(process.pid)
+        workers = children_of(daemon.pid)
         assert len(workers) == 2
         codes = await threads.deferToThread(post_many, port, 60)
         assert codes == [200] * 60
@@ -45,7 +44,7 @@ async def test_two_workers_share_the_port_and_publish_everything(tmp_path, broke
             "worker-0",
             "worker-1",
         ]
-        lines = (tmp_path / "twistd.log").read_text().splitlines()
+        lines = daemon.log_path.read_text().splitlines()
         for index in (0, 1):
             answered = [line for line in lines if f"[worker {index}]" in line and "→ 200" in line]
             # The kernel hands each connection to one worker; over 60, both get some.
@@ -55,17 +54,15 @@ async def test_two_workers_share_the_port_and_publish_everything(tmp_path, broke
         os.kill(workers[0], signal.SIGKILL)
         await threads.deferToThread(
             wait_until,
-            lambda: (
-                len(children_of(process.pid)) == 2 and workers[0] not in children_of(process.pid)
-            ),
+            lambda: len(children_of(daemon.pid)) == 2 and workers[0] not in children_of(daemon.pid),
         )
         codes = await threads.deferToThread(post_many, port, 10)
         assert codes == [200] * 10
         assert len(await consumer.drain(wait=1.0)) == 10
     finally:
-        await threads.deferToThread(stop, process)
-    assert process.returncode in (0, -signal.SIGTERM)
-    log = (tmp_path / "twistd.log").read_text()
+        await threads.deferToThread(daemon.stop)
+    assert daemon.returncode in (0, -signal.SIGTERM)
+    log = daemon.log_path.read_text()
     assert "Traceback" not in log, log[-3000:]
     # Every worker stopped with its parent.
     for worker in workers[1:]:
