@@ -305,8 +305,8 @@ class CallHandler:
     def run(self, outcome: Outcome, door: str, request_id: str = ""):
         """Store and publish the notifications, run the side actions, build the report.
 
-        The side actions start at once, beside the publication, so that a slow
-        remote service never delays the notification.
+        The side actions start once the notifications are stored, beside their
+        publication, so that a slow remote service never delays a notification.
         """
         try:
             keys = [publication.notification.routing_key for publication in outcome.publications]
@@ -317,6 +317,7 @@ class CallHandler:
             (publication.message_id, key, publication.notification.to_json())
             for publication, key in zip(outcome.publications, keys, strict=True)
         ]
+        publications: list[defer.Deferred] = []
         if entries:
             try:
                 stored = yield self.dispatcher.store(entries, delivery=outcome.delivery or None)
@@ -325,18 +326,15 @@ class CallHandler:
                 report["duplicate"] = True
                 return outcome, report
             except OutboxError as error:
-                stored = error
+                publications = [
+                    defer.succeed(amqp_action(self.exchange, key, error, status="failed"))
+                    for key in keys
+                ]
+            else:
+                publications = [self._confirmation(entry) for entry in stored]
+                for publication, entry in zip(outcome.publications, stored, strict=True):
+                    self._remember(publication.notification, entry, created)
         sides = [defer.maybeDeferred(side) for side in outcome.side_actions]
-        publications = []
-        if entries and isinstance(stored, OutboxError):
-            publications = [
-                defer.succeed(amqp_action(self.exchange, key, stored, status="failed"))
-                for key in keys
-            ]
-        elif entries:
-            publications = [self._confirmation(entry) for entry in stored]
-            for publication, entry in zip(outcome.publications, stored, strict=True):
-                self._remember(publication.notification, entry, created)
         results = yield defer.gatherResults(publications + sides, consumeErrors=True)
         return outcome, make_report(outcome.gate, door, created, list(results), request_id)
 
