@@ -57,7 +57,7 @@ def steps(body: bytes, signature: str, number: int):
         "x-hub-signature-256": f"sha256={signature}",
     }
 
-    def http_bare():
+    def http_bare(parse_forms: bool):
         from twisted.internet.address import IPv4Address
         from twisted.internet.testing import StringTransport
         from twisted.web import resource, server
@@ -69,7 +69,13 @@ def steps(body: bytes, signature: str, number: int):
                 request.content.read()
                 return b"ok"
 
-        site = server.Site(Ok())
+        class NoForms(server.Request):
+            # As the daemon's GateRequest: no parsing of POST bodies into request.args.
+            def __init__(self, *args, **kwargs):
+                kwargs.setdefault("parsePOSTFormSubmission", False)
+                super().__init__(*args, **kwargs)
+
+        site = server.Site(Ok(), requestFactory=server.Request if parse_forms else NoForms)
         site.log = lambda request: None
         channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
         transport = StringTransport()
@@ -155,7 +161,7 @@ def steps(body: bytes, signature: str, number: int):
 
         return run
 
-    def logging_lines():
+    def logging_lines(access_line: bool):
         from twisted.logger import Logger, LogPublisher, textFileLogObserver
         from twisted.web.http import combinedLogFormatter
 
@@ -182,14 +188,20 @@ def steps(body: bytes, signature: str, number: int):
 
         def run():
             log.info(
-                "{gate}/{door} event={event} delivery={delivery} → {status} {detail}",
+                "{gate}/{door} event={event} delivery={delivery} request={request_id} "
+                "→ {status} {detail}",
                 gate="GitHub",
                 door="Acme",
                 event="push",
                 delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958",
+                request_id="3f1c0d2e9a7b4c55",
                 status=200,
                 detail="AMQPAction acme.widgets.github.push published",
             )
+            if not access_line:
+                sink.seek(0)
+                sink.truncate()
+                return
             publisher(
                 {
                     "log_format": "{log_io}",
@@ -264,7 +276,16 @@ def steps(body: bytes, signature: str, number: int):
         return run
 
     return [
-        ("twisted.web: parse the request, dispatch, answer (bare resource)", http_bare, 1),
+        (
+            "twisted.web: parse the request, dispatch, answer (bare, no form parsing)",
+            lambda: http_bare(False),
+            1,
+        ),
+        (
+            "twisted.web: the same, default request (parses the POST's content type)",
+            lambda: http_bare(True),
+            1,
+        ),
         ("HMAC-SHA256 of the body and compare", hmac_check, 1),
         ("JSON parsing: json.loads alone", json_loads_only, 1),
         ("JSON parsing: parse_json_object (loads + depth check)", json_parse, 1),
@@ -272,7 +293,8 @@ def steps(body: bytes, signature: str, number: int):
         ("GitHub gate.process (HMAC + parsing + rendering + notification)", gate_process, 1),
         ("notification to JSON + routing key", notification_json, 1),
         ("actions report to JSON", report_json, 1),
-        ("logging: the call line + the access line", logging_lines, 1),
+        ("logging: the call line (one per gate call today)", lambda: logging_lines(False), 1),
+        ("logging: the call line + an access line (before)", lambda: logging_lines(True), 1),
         ("AMQP framing: basic_publish of the message (txamqp)", amqp_publish, 1),
         ("outbox: 1 call per commit, synchronous=full", outbox("full", 1), 1),
         ("outbox: 1 call per commit, synchronous=normal", outbox("normal", 1), 1),

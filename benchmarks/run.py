@@ -1,4 +1,4 @@
-"""Benchmarks of the notifications center: throughput, broker outage, memory.
+"""Benchmarks of the notifications center: throughput, broker outage, overload, memory.
 
 Every scenario starts the real daemon (``twistd notifications``) on a copy of
 ``etc/`` pointed at the local RabbitMQ (publisher confirms on), drives it with
@@ -6,15 +6,18 @@ Every scenario starts the real daemon (``twistd notifications``) on a copy of
 reached a queue bound to the exchange. See benchmarks/README.rst.
 
     python benchmarks/run.py                 # throughput: bare and gateway, 16 and 64 connections
+    python benchmarks/run.py --workers 2     # the same, and the gateway with 2 worker processes
     python benchmarks/run.py outage          # the broker cut for the middle third of the run
+    python benchmarks/run.py overload        # max_in_progress 16, then 4x as many connections
     python benchmarks/run.py memory          # 1,000,000 small Notification calls, RSS sampled
-    python benchmarks/run.py all --profile   # the three, with py-spy during the 16-connection run
-    python benchmarks/run.py --smoke         # the three, tiny (what the test suite runs)
+    python benchmarks/run.py all --profile   # the four, with py-spy during the 16-connection run
+    python benchmarks/run.py --smoke         # the four, tiny (what the test suite runs)
 
 Exit status: 0 when every check passed, 1 when a count did not match or a
-call was refused, dropped or unanswered, 2 when the benchmark could not run.
-The performance targets of the issue are printed (MET / NOT MET), never
-turned into a failure: timings are noisy.
+call was refused, dropped or unanswered (past the overload scenario's
+limit, a 503 with Retry-After is expected), 2 when the benchmark could not
+run. The performance targets of the issue are printed (MET / NOT MET),
+never turned into a failure: timings are noisy.
 """
 
 # ruff: noqa: S603, S607 - a benchmark driver: it runs wrk, twistd, py-spy and rabbitmqctl
@@ -169,20 +172,83 @@ def children_cpu() -> float:
     return usage.children_user + usage.children_system
 
 
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (``--workers``: the twistd parent and its workers).
+
+    Read from ``/proc/<pid>/task/<tid>/children`` of every thread, recursively.
+    """
+    found: list[int] = []
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        if current in found:
+            continue
+        found.append(current)
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    pending.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
+def tree_rss_kb(pid: int, each: dict[int, int] | None = None) -> tuple[int, int]:
+    """The summed VmRSS (kB) of a process and its descendants, and how many they are.
+
+    ``each``, when given, keeps the largest VmRSS seen of every process.
+    """
+    total = count = 0
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, KeyError):
+            rss = proc_status(member)["VmRSS"]
+            total += rss
+            count += 1
+            if each is not None:
+                each[member] = max(each.get(member, 0), rss)
+    return total, count
+
+
+def thread_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of each thread of a process, by thread id (the main thread's is ``pid``)."""
+    seconds = {}
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (task / "stat").read_text().rpartition(")")[2].split()
+                seconds[int(task.name)] = (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return seconds
+
+
+def tree_cpu(pid: int) -> dict[int, float]:
+    """CPU seconds of a process and of each of its descendants, by pid."""
+    seconds = {}
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            seconds[member] = cpu_seconds(member)
+    return seconds
+
+
 class RSSSampler(threading.Thread):
-    """Samples a process's RSS every ``interval`` seconds: (time, kB)."""
+    """Samples the summed RSS of a process and its descendants every ``interval`` seconds.
+
+    ``samples``: (time, kB); ``processes``: the most processes seen in one sample.
+    """
 
     def __init__(self, pid: int, interval: float):
         super().__init__(daemon=True)
         self.pid = pid
         self.interval = interval
         self.samples: list[tuple[float, int]] = []
+        self.processes = 0
+        #: The largest VmRSS (kB) of each process, the parent first.
+        self.each: dict[int, int] = {}
         self._halt = threading.Event()
 
     def run(self) -> None:
         while not self._halt.is_set():
-            with contextlib.suppress(OSError):
-                self.samples.append((time.monotonic(), proc_status(self.pid)["VmRSS"]))
+            kb, count = tree_rss_kb(self.pid, self.each)
+            if count:
+                self.samples.append((time.monotonic(), kb))
+                self.processes = max(self.processes, count)
             self._halt.wait(self.interval)
 
     def stop(self) -> list[tuple[float, int]]:
@@ -409,6 +475,10 @@ class Server:
     process: subprocess.Popen
     port: int
     log: Path | None = None
+    #: ``--workers`` of the daemon (1: one process, no worker processes).
+    workers: int = 1
+    #: The daemon's storage directory (the outboxes are there).
+    storage: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -434,13 +504,51 @@ class Server:
                     count += 1
         return count
 
+    def log_lines(self, text: str) -> list[str]:
+        """The lines of the daemon's log (its workers' included) that contain ``text``."""
+        if self.log is None or not self.log.exists():
+            return []
+        with self.log.open(errors="replace") as lines:
+            return [line for line in lines if text in line]
 
-def start_bare(workdir: Path) -> Server:
+    def answers_per_worker(self) -> dict[int, int]:
+        """Gate calls answered 2xx by each worker, from the one log line of each call."""
+        counts: collections.Counter = collections.Counter()
+        for line in self.log_lines(" → 2"):
+            match = re.match(r"\[worker (\d+)\] ", line)
+            if match:
+                counts[int(match[1])] += 1
+        return dict(sorted(counts.items()))
+
+    def outbox_rows(self) -> int:
+        """Notifications still in the outboxes on disk (not yet confirmed by the broker)."""
+        import sqlite3
+
+        folders = (
+            [self.storage]
+            if self.workers == 1
+            else [self.storage / f"worker-{i}" for i in range(self.workers)]
+        )
+        total = 0
+        for folder in folders:
+            path = folder / "outbox.sqlite3"
+            if not path.exists():
+                raise ValueError(f"{path} does not exist yet")
+            connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                total += connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+            finally:
+                connection.close()
+        return total
+
+
+def start_bare(workdir: Path, parse_forms: bool = False) -> Server:
     port = free_port()
     log = workdir / f"bare-{port}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, str(BARE), "--port", str(port)],
+            [sys.executable, str(BARE), "--port", str(port)]
+            + (["--parse-forms"] if parse_forms else []),
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=workdir,
@@ -463,12 +571,18 @@ class GatewaySetup:
     exchange: str
     queue: str
     secret: str
+    storage: Path
 
 
 def write_config(
-    workdir: Path, broker_host: str, broker_port: int, synchronous: str
+    workdir: Path,
+    broker_host: str,
+    broker_port: int,
+    synchronous: str,
+    max_in_progress: int | None = None,
 ) -> GatewaySetup:
-    """A copy of etc/ with a unique exchange, a temporary outbox and a known GitHub secret."""
+    """A copy of etc/ with a unique exchange, a temporary outbox and a known GitHub secret
+    (and ``[gate] max_in_progress`` when given)."""
     tag = uuid.uuid4().hex[:12]
     folder = workdir / f"gateway-{tag}"
     etc = folder / "etc"
@@ -482,6 +596,11 @@ def write_config(
         (r"^exchange = .*$", f'exchange = "{exchange}"'),
         (r"^directory = .*$", f'directory = "{storage}"'),
         (r"^#? *synchronous = .*$", f'synchronous = "{synchronous}"'),
+        *(
+            [(r"^#? *max_in_progress = .*$", f"max_in_progress = {max_in_progress}")]
+            if max_in_progress is not None
+            else []
+        ),
     ):
         text, count = re.subn(pattern, value, text, count=1, flags=re.MULTILINE)
         if count != 1:
@@ -505,7 +624,11 @@ def write_config(
     (etc / "dockerhub-tokens.json").write_text("{}\n")
     config = load_config(etc / "notifications.toml", environ={})
     assert config.broker.exchange == exchange  # noqa: S101 - our own edit, checked
-    return GatewaySetup(folder, etc / "notifications.toml", exchange, f"{exchange}-count", secret)
+    if max_in_progress is not None:
+        assert config.max_in_progress == max_in_progress  # noqa: S101 - likewise
+    return GatewaySetup(
+        folder, etc / "notifications.toml", exchange, f"{exchange}-count", secret, storage
+    )
 
 
 def twistd_command(options) -> list[str]:
@@ -520,7 +643,16 @@ def twistd_command(options) -> list[str]:
     raise BenchError("twistd not found: install the project (pip install -e .) or give --twistd")
 
 
-def start_gateway(options, setup: GatewaySetup, wait_connected: bool = True) -> Server:
+def start_gateway(
+    options, setup: GatewaySetup, wait_connected: bool = True, workers: int = 1
+) -> Server:
+    """``twistd -n notifications`` on a free port; ``--workers`` when ``workers`` > 1.
+
+    It is ready when ``/status`` answers and (``wait_connected``) the broker
+    connection is up: ``/health`` says so for one process; with workers,
+    ``/health`` describes whichever worker answered, so the log must show each
+    worker's "Connected to the broker" line.
+    """
     port = free_port()
     log = setup.folder / "twistd.log"
     environ = {
@@ -537,20 +669,29 @@ def start_gateway(options, setup: GatewaySetup, wait_connected: bool = True) -> 
         f"tcp:{port}:interface=127.0.0.1",
         "--config",
         str(setup.config),
+        "--workers",
+        str(workers),
     ]
     with log.open("wb") as output:
         process = subprocess.Popen(
             command, stdout=output, stderr=subprocess.STDOUT, cwd=setup.folder, env=environ
         )
-    server = Server("gateway", process, port, log)
+    server = Server("gateway", process, port, log, workers=workers, storage=setup.storage)
     try:
         wait_until(
             lambda: process.poll() is None and http_get(port, "/status") == (200, b"ALIVE"),
             30,
             f"the daemon on port {port} (log: {log})",
         )
-        if wait_connected:
+        if wait_connected and workers == 1:
             wait_until(lambda: health(port)["broker"]["connected"], 30, "the broker connection")
+        elif wait_connected:
+
+            def every_worker_connected() -> bool:
+                lines = server.log_lines("Connected to the broker")
+                return all(any(f"[worker {i}] " in x for x in lines) for i in range(workers))
+
+            wait_until(every_worker_connected, 30, f"the broker connection of {workers} workers")
     except BenchError:
         server.stop()
         raise
@@ -562,8 +703,22 @@ def health(port: int) -> dict:
     return json.loads(body)
 
 
-def wait_drained(port: int, timeout: float) -> dict:
-    """Wait until the outbox is empty and nothing is in flight; the last /health."""
+def wait_drained(port: int, timeout: float, server: Server | None = None) -> dict:
+    """Wait until the outbox is empty and nothing is in flight; the last /health.
+
+    With workers (``server.workers`` > 1), ``/health`` describes one worker
+    only: the outbox tables of every worker are read on disk instead (a row
+    leaves the outbox when the broker has confirmed it), and the report is a
+    summary with the unroutable count taken from the log.
+    """
+    if server is not None and server.workers > 1:
+
+        def every_outbox_empty():
+            return server.outbox_rows() == 0
+
+        wait_until(every_outbox_empty, timeout, "the outboxes to drain", interval=0.2)
+        unroutable = len(server.log_lines("No queue is bound for routing key"))
+        return {"broker": {"unroutable": unroutable, "reconnects": None}, "outbox": {"depth": 0}}
 
     def drained():
         report = health(port)
@@ -586,6 +741,16 @@ class Request:
     head: bytes
     tail: bytes
     body_size: int
+    #: The variable part is the send time (16 digits, µs), inside the body's
+    #: ``type``: it comes back in the report's routing key, so gate.lua can
+    #: time the 2xx answers alone (see ``stamped_notification_request``).
+    stamped: bool = False
+    #: Callers wait ``Retry-After`` after a 503 before their next call.
+    honour_retry_after: bool = False
+
+
+#: ``--connection-close``: each call on a new connection (``Connection: close``).
+CONNECTION_CLOSE = {"on": False}
 
 
 def github_request(port: int, secret: str) -> Request:
@@ -602,7 +767,8 @@ def github_request(port: int, secret: str) -> Request:
         "X-GitHub-Event: push\r\n"
         "X-GitHub-Hook-ID: 424242\r\n"
         f"X-Hub-Signature-256: sha256={signature}\r\n"
-        "X-GitHub-Delivery: "
+        + ("Connection: close\r\n" if CONNECTION_CLOSE["on"] else "")
+        + "X-GitHub-Delivery: "
     )
     return Request(path, head.encode(), b"\r\n\r\n" + body, len(body))
 
@@ -619,6 +785,32 @@ def notification_request(port: int) -> Request:
         "X-Request-Id: "
     )
     return Request(path, head.encode(), b"\r\n\r\n" + body, len(body))
+
+
+#: Width of the send-time stamp of a stamped request (µs of CLOCK_MONOTONIC).
+STAMP_DIGITS = 16
+
+
+def stamped_notification_request(port: int, secret: str = "") -> Request:
+    """The small Notification call, its ``type`` ending in ``.t<send time in µs>``.
+
+    The routing key of the actions report (``acme.ops.deployer.deploy.t…``)
+    carries the stamp back: gate.lua then times each accepted call, apart
+    from the 503 answers that wrk's own latency figures mix in.
+    """
+    fields = dict(SMALL_NOTIFICATION, type="deploy.t" + "0" * STAMP_DIGITS)
+    body = json.dumps(fields)
+    cut = body.index("0" * STAMP_DIGITS)
+    path = "/gate/Notification/Acme"
+    head = (
+        f"POST {path} HTTP/1.1\r\n"
+        f"Host: 127.0.0.1:{port}\r\n"
+        "User-Agent: deployer/bench\r\n"
+        "Content-Type: application/json\r\n"
+        f"Content-Length: {len(body.encode())}\r\n\r\n"
+    ) + body[:cut]
+    tail = body[cut + STAMP_DIGITS :]
+    return Request(path, head.encode(), tail.encode(), len(body.encode()), stamped=True)
 
 
 @dataclass
@@ -641,9 +833,21 @@ class Load:
     latency_ms: dict[str, float] = field(default_factory=dict)
     #: 2xx answers of the warm-up run before this one (also counted in the queue).
     warmup_2xx: int = 0
+    #: 503 answers, and those of them with ``Retry-After`` (overload).
+    s503: int = 0
+    s503_retry: int = 0
+    #: Latency of the 2xx answers alone (requests stamped with their send time).
+    accepted_ms: dict[str, float] = field(default_factory=dict)
+    workers: int = 1
+    #: Processes of the server seen in one RSS sample (parent + workers).
+    processes: int = 0
+    #: The largest sampled RSS of each of them, the parent first (MB).
+    rss_each_mb: list[float] = field(default_factory=list)
     rss_peak_mb: float = 0.0
     rss_samples: list[tuple[float, int]] = field(default_factory=list)
     server_cpu: float = 0.0
+    #: CPU % of the server process's threads: the main (reactor) thread, the others.
+    thread_cpu: dict = field(default_factory=dict)
     wrk_cpu: float = 0.0
     broker_cpu: float = 0.0
     other_cpu: float = 0.0
@@ -658,6 +862,8 @@ class Load:
         return {
             "label": self.label,
             "server": self.server,
+            "workers": self.workers,
+            "processes": self.processes,
             "connections": self.connections,
             "requests_per_s": round(self.rate, 1),
             "sent": self.sent,
@@ -670,13 +876,18 @@ class Load:
             "elapsed_s": round(self.elapsed, 3),
             "complete": self.complete,
             "latency_ms": self.latency_ms,
+            "status_503": self.s503,
+            "status_503_with_retry_after": self.s503_retry,
+            "accepted_latency_ms": self.accepted_ms,
             "rss_peak_mb": round(self.rss_peak_mb, 1),
+            "rss_each_mb": self.rss_each_mb,
             "cpu_percent": {
                 "server": round(self.server_cpu, 1),
                 "wrk": round(self.wrk_cpu, 1),
                 "broker": round(self.broker_cpu, 1),
                 "others": round(self.other_cpu, 1),
                 "of_which_run_py": round(self.own_cpu, 1),
+                "server_threads": self.thread_cpu,
             },
         }
 
@@ -714,6 +925,8 @@ def run_wrk(
         BENCH_MARKERS=str(markers),
         BENCH_DEADLINE="",
         BENCH_QUOTA="",
+        BENCH_STAMP="1" if request.stamped else "",
+        BENCH_RETRY_AFTER="1" if request.honour_retry_after else "",
     )
     start = time.time()
     if duration is not None:
@@ -740,7 +953,8 @@ def run_wrk(
     ]
     sampler = RSSSampler(server.pid, rss_interval)
     brokers = broker_pids()
-    server_cpu0, wrk_cpu0, broker_cpu0 = cpu_seconds(server.pid), children_cpu(), cpu_of(brokers)
+    server_cpu0, wrk_cpu0, broker_cpu0 = tree_cpu(server.pid), children_cpu(), cpu_of(brokers)
+    threads0 = thread_cpu(server.pid)
     machine_cpu0, own_cpu0 = machine_busy_cpu(), own_cpu()
     sampler.start()
     start = time.time()
@@ -765,11 +979,25 @@ def run_wrk(
         sampler.stop()
         raise
     wall = time.time() - start
-    server_cpu = cpu_seconds(server.pid) - server_cpu0
+    # Every process of the server (the twistd parent and its workers), each
+    # from its own starting figure (a worker started meanwhile from zero).
+    server_cpu = sum(
+        seconds - server_cpu0.get(pid, 0.0) for pid, seconds in tree_cpu(server.pid).items()
+    )
+    threads = {
+        tid: 100 * (seconds - threads0.get(tid, 0.0)) / wall
+        for tid, seconds in thread_cpu(server.pid).items()
+    }
     samples = sampler.stop()
-    load = Load(label, server.kind, connections, rss_samples=samples)
-    with contextlib.suppress(OSError):
-        load.rss_peak_mb = proc_status(server.pid)["VmHWM"] / 1024
+    load = Load(label, server.kind, connections, rss_samples=samples, workers=server.workers)
+    load.processes = sampler.processes
+    load.rss_each_mb = [round(kb / 1024, 1) for kb in sampler.each.values()]
+    # Peak RSS: the largest sampled sum over the process tree; for one process,
+    # its VmHWM (the kernel's own peak, which no sampling can miss) when larger.
+    load.rss_peak_mb = max((kb for _, kb in samples), default=0) / 1024
+    if load.processes <= 1:
+        with contextlib.suppress(OSError, KeyError):
+            load.rss_peak_mb = max(load.rss_peak_mb, proc_status(server.pid)["VmHWM"] / 1024)
     text = output.decode(errors="replace")
     line = next((row for row in text.splitlines() if row.startswith("BENCH-JSON ")), None)
     if line is None:
@@ -785,6 +1013,14 @@ def run_wrk(
     load.published = raw["published"]
     load.queued = raw["queued"]
     load.unknown = raw["unknown"] + raw["failed"]
+    load.s503 = raw["s503"]
+    load.s503_retry = raw["s503retry"]
+    accepted = raw.get("accepted_us")
+    if accepted and accepted["count"]:
+        load.accepted_ms = {
+            name: round(accepted[name] / 1000, 2) for name in ("p50", "p90", "p99", "max")
+        }
+        load.accepted_ms["count"] = accepted["count"]
     load.complete = finished_at is not None and load.sent == load.answered
     load.elapsed = (finished_at - start) if finished_at is not None else wall
     latency = raw["latency_us"]
@@ -793,6 +1029,12 @@ def run_wrk(
     }
     load.latency_ms["mean"] = round(latency["mean"] / 1000, 2)
     load.server_cpu = 100 * server_cpu / wall
+    # The server process's own threads (the parent's only, with workers): the
+    # main thread runs the reactor; the others are thread pools (the outbox…).
+    load.thread_cpu = {
+        "main": round(threads.pop(server.pid, 0.0), 1),
+        "others": sorted((round(v, 1) for v in threads.values()), reverse=True),
+    }
     load.wrk_cpu = 100 * (children_cpu() - wrk_cpu0) / wall
     load.broker_cpu = 100 * (cpu_of(brokers) - broker_cpu0) / wall
     # Whatever else ran on the machine meanwhile (this script included): other
@@ -838,19 +1080,19 @@ PROFILE_RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("gate logic (headers, checks, routing key, report)", "notifications/report.py", None),
     ("reactor and sockets", "twisted/python/log.py", frozenset({"callWithLogger"})),
     ("reactor and sockets", "twisted/python/log.py", frozenset({"callWithContext"})),
-    ("logging (call line, access log)", "twisted/logger/", None),
-    ("logging (call line, access log)", "twisted/python/log.py", None),
-    ("logging (call line, access log)", "twisted/python/logfile.py", None),
-    ("logging (call line, access log)", "notifications/web.py", frozenset({"_log_call"})),
-    ("logging (call line, access log)", "notifications/web.py", frozenset({"_summary"})),
+    ("logging (the call line)", "twisted/logger/", None),
+    ("logging (the call line)", "twisted/python/log.py", None),
+    ("logging (the call line)", "twisted/python/logfile.py", None),
+    ("logging (the call line)", "notifications/web.py", frozenset({"_log_call"})),
+    ("logging (the call line)", "notifications/web.py", frozenset({"_summary"})),
     (
-        "logging (call line, access log)",
+        "logging (the call line)",
         "notifications/web.py",
         frozenset({"redacted_log_formatter"}),
     ),
-    ("logging (call line, access log)", "twisted/web/http.py", frozenset({"combinedLogFormatter"})),
-    ("logging (call line, access log)", "twisted/web/http.py", frozenset({"log"})),
-    ("logging (call line, access log)", "twisted/web/http.py", frozenset({"_escape"})),
+    ("logging (the call line)", "twisted/web/http.py", frozenset({"combinedLogFormatter"})),
+    ("logging (the call line)", "twisted/web/http.py", frozenset({"log"})),
+    ("logging (the call line)", "twisted/web/http.py", frozenset({"_escape"})),
     ("thread hand-off (outbox pool)", "twisted/python/threadpool.py", None),
     ("thread hand-off (outbox pool)", "twisted/_threads/", None),
     ("thread hand-off (outbox pool)", "twisted/internet/threads.py", None),
@@ -1033,12 +1275,21 @@ def ms(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
 
-def print_table(title: str, loads: list[Load], counts: dict[str, tuple[int, str]], ratios) -> None:
+def print_table(
+    title: str,
+    loads: list[Load],
+    counts: dict[str, tuple[int, str]],
+    ratios,
+    worker_ratios: dict[str, float] | None = None,
+) -> None:
+    """One row per run; ``ratios``: gateway/bare, ``worker_ratios``: N workers / 1 worker."""
+    worker_ratios = worker_ratios or {}
     print(f"\n{title}")
     header = (
-        f"{'server':<8} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} "
-        f"{'non-2xx':>7} {'errors':>6} {'peak RSS MB':>11} {'CPU% srv/wrk/mq/other':>21} "
-        f"{'2xx':>8} {'in queue':>8} {'count':>8} {'ratio':>6}"
+        f"{'server':<9} {'wk':>2} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
+        f"{'max ms':>7} {'non-2xx':>7} {'errors':>6} {'peak RSS MB':>11} "
+        f"{'CPU% srv/wrk/mq/other':>21} {'2xx':>8} {'in queue':>8} {'count':>8} {'/bare':>6}"
+        + (f" {'/1 wk':>6}" if worker_ratios else "")
     )
     print(header)
     print("-" * len(header))
@@ -1046,30 +1297,42 @@ def print_table(title: str, loads: list[Load], counts: dict[str, tuple[int, str]
         count, verdict = counts.get(load.label, (None, "-"))
         ratio = ratios.get(load.label)
         cpu = f"{load.server_cpu:.0f}/{load.wrk_cpu:.0f}/{load.broker_cpu:.0f}/{load.other_cpu:.0f}"
+        workers = "-" if load.server == "bare" else str(load.workers)
+        by_workers = worker_ratios.get(load.label)
         print(
-            f"{load.server:<8} {load.connections:>5} {load.rate:>8.0f} "
+            f"{load.server:<9} {workers:>2} {load.connections:>5} {load.rate:>8.0f} "
             f"{ms(load.latency_ms['p50']):>7} {ms(load.latency_ms['p99']):>7} "
             f"{ms(load.latency_ms['max']):>7} {load.non2xx:>7} {load.errors:>6} "
             f"{load.rss_peak_mb:>11.1f} {cpu:>21} {load.ok2xx + load.warmup_2xx:>8} "
             f"{'-' if count is None else count:>8} {verdict:>8} "
             f"{'-' if ratio is None else f'{ratio:.2f}':>6}"
+            + (f" {'-' if by_workers is None else f'{by_workers:.2f}':>6}" if worker_ratios else "")
         )
     if loads:
         print(
             "(req/s, latencies, CPU: the measured run; 2xx: the measured run and its warm-up, "
-            "both counted in the queue; peak RSS: VmHWM of the server process; CPU other: the "
-            "rest of the machine, this script included)"
+            "both counted in the queue; wk: daemon processes taking calls (--workers); peak "
+            "RSS: the largest sum of VmRSS over the server's processes (the twistd parent and "
+            "its workers), sampled, or VmHWM for one process; CPU srv: every server process; "
+            "other: the rest of the machine, this script included)"
         )
 
 
-def load_checks(outcome: Outcome, load: Load, name: str) -> None:
+def load_checks(outcome: Outcome, load: Load, name: str, expect_refusals: bool = False) -> None:
     outcome.check(
         f"{name}: every call answered",
         load.complete and load.errors == 0,
         f"sent {load.sent}, answered {load.answered}, socket errors {load.errors}"
         + ("" if load.complete else " (wrk stopped before every answer came)"),
     )
-    outcome.check(f"{name}: no non-2xx answer", load.non2xx == 0, f"{load.non2xx} non-2xx")
+    if expect_refusals:
+        outcome.check(
+            f"{name}: every non-2xx is a 503 with Retry-After",
+            load.non2xx == load.s503 == load.s503_retry,
+            f"{load.non2xx} non-2xx, {load.s503} 503, {load.s503_retry} with Retry-After",
+        )
+    else:
+        outcome.check(f"{name}: no non-2xx answer", load.non2xx == 0, f"{load.non2xx} non-2xx")
 
 
 def count_check(outcome: Outcome, name: str, in_queue: int, answered_2xx: int) -> str:
@@ -1083,21 +1346,38 @@ def count_check(outcome: Outcome, name: str, in_queue: int, answered_2xx: int) -
 
 
 def gateway_run(
-    options, workdir, broker, outcome, request_of, connections, label, duration, profile=False
+    options,
+    workdir,
+    broker,
+    outcome,
+    request_of,
+    connections,
+    label,
+    duration,
+    profile=False,
+    workers=1,
+    max_in_progress=None,
+    expect_refusals=False,
 ) -> tuple[Load, int, str]:
-    """One daemon, one queue, a warm-up and a measured wrk run; the count checked."""
-    setup = write_config(workdir, options.broker_host, options.broker_port, options.synchronous)
+    """One daemon, one queue, a warm-up and a measured wrk run; the count checked.
+
+    ``expect_refusals``: 503 answers with ``Retry-After`` are expected (the
+    overload scenario checks them itself) instead of being a failure.
+    """
+    setup = write_config(
+        workdir, options.broker_host, options.broker_port, options.synchronous, max_in_progress
+    )
     broker.setup(setup.exchange, setup.queue)
     server = None
     try:
-        server = start_gateway(options, setup)
+        server = start_gateway(options, setup, workers=workers)
         request = request_of(server.port, setup.secret)
         answered = 0
         if options.warmup > 0:
             warm = run_wrk(
                 options, workdir, server, request, connections, label + "-warmup", options.warmup
             )
-            load_checks(outcome, warm, f"{label} warm-up")
+            load_checks(outcome, warm, f"{label} warm-up", expect_refusals)
             answered += warm.ok2xx
         profiler = None
         profile_file = setup.folder / "profile.raw.txt"
@@ -1120,19 +1400,32 @@ def gateway_run(
                 print_profile(
                     summary, profile_seconds, options.profile_rate, load.rate, options.profile_gil
                 )
+                busy = [f"{v:.0f}%" for v in load.thread_cpu.get("others", []) if v >= 0.5]
+                print(
+                    f"  CPU of the daemon's threads over the run (/proc/<pid>/task): main "
+                    f"(reactor) thread {load.thread_cpu.get('main', 0):.0f}% of a core, the "
+                    f"others {', '.join(busy) or '0%'} (a thread waiting for the GIL after a "
+                    "system call is sampled in that call's frame: part of the reactor's "
+                    "'idle' samples, in epoll_wait's, are such waits)"
+                )
                 if options.profile_output:
                     shutil.copy(profile_file, options.profile_output)
             else:
                 print(f"py-spy wrote nothing: {output.decode(errors='replace')}")
-        load_checks(outcome, load, label)
-        report = wait_drained(server.port, options.drain_timeout)
+        load_checks(outcome, load, label, expect_refusals)
+        report = wait_drained(server.port, options.drain_timeout, server)
         in_queue = broker.count(setup.exchange, setup.queue)
         verdict = count_check(outcome, label, in_queue, answered)
         outcome.check(
             f"{label}: no unroutable notification",
             report["broker"]["unroutable"] == 0,
-            f"unroutable {report['broker']['unroutable']}",
+            f"unroutable {report['broker']['unroutable']}"
+            + (" (routing keys logged)" if workers > 1 else ""),
         )
+        if workers > 1:
+            load.raw["answers_per_worker"] = per_worker = server.answers_per_worker()
+            shares = ", ".join(f"worker {i}: {n}" for i, n in per_worker.items())
+            print(f"  {label}: 2xx answers per worker (warm-up included): {shares}")
         return load, in_queue, verdict
     finally:
         if server is not None:
@@ -1147,7 +1440,7 @@ def gateway_run(
 
 
 def bare_run(options, workdir, outcome, connections, label, duration) -> Load:
-    server = start_bare(workdir)
+    server = start_bare(workdir, options.bare_parse_forms)
     try:
         request = github_request(server.port, "bare-does-not-check")
         if options.warmup > 0:
@@ -1161,14 +1454,36 @@ def bare_run(options, workdir, outcome, connections, label, duration) -> Load:
         server.stop()
 
 
+#: The issue's target for --workers: N workers give at least this × one worker's
+#: throughput (on a 2-core machine, with the load generator elsewhere).
+TARGET_WORKERS_RATIO = 1.6
+
+
+def gateway_label(connections: int, workers: int) -> str:
+    return f"gateway-{connections}" if workers == 1 else f"gateway-{workers}w-{connections}"
+
+
 def scenario_throughput(options, workdir: Path, broker: Broker, outcome: Outcome) -> None:
+    worker_counts = [1] + ([options.workers] if options.workers > 1 else [])
+    # --smoke without --workers: one 2-worker run too, at the first connection count.
+    extra_workers = 2 if options.smoke and options.workers == 1 else None
+    if extra_workers:
+        worker_counts.append(extra_workers)
+
+    def connection_counts(workers: int) -> list[int]:
+        return options.connections[:1] if workers == extra_workers else options.connections
+
     print(
-        f"\n== throughput: bare twisted.web, then the gateway, at "
-        f"{', '.join(map(str, options.connections))} connections, {options.duration:g} s each "
+        "\n== throughput: "
+        + ("" if options.no_bare else "bare twisted.web, then ")
+        + "the gateway"
+        + (f" with 1 then {options.workers} workers" if options.workers > 1 else "")
+        + f", at {', '.join(map(str, options.connections))} connections, "
+        f"{options.duration:g} s each "
         f"(GitHub push, {len(json.dumps(github_push(PUSH_COMMITS)))} bytes, signed)"
     )
     bare: dict[int, Load] = {}
-    gateway: dict[int, Load] = {}
+    gateway: dict[tuple[int, int], Load] = {}
     counts: dict[str, tuple[int, str]] = {}
     for connections in options.connections if not options.no_bare else []:
         label = f"bare-{connections}"
@@ -1176,68 +1491,128 @@ def scenario_throughput(options, workdir: Path, broker: Broker, outcome: Outcome
             options, workdir, outcome, connections, label, options.duration
         )
         print(f"  {label}: {bare[connections].rate:.0f} req/s", flush=True)
-    for connections in options.connections:
-        label = f"gateway-{connections}"
-        profile = options.profile and connections == options.connections[0]
-        load, in_queue, verdict = gateway_run(
-            options,
-            workdir,
-            broker,
-            outcome,
-            github_request,
-            connections,
-            label,
-            options.duration,
-            profile=profile,
-        )
-        gateway[connections] = load
-        counts[label] = (in_queue, verdict)
-        print(f"  {label}: {load.rate:.0f} req/s, {in_queue} in the queue {verdict}", flush=True)
+    for workers in worker_counts:
+        for connections in connection_counts(workers):
+            label = gateway_label(connections, workers)
+            profile = options.profile and workers == 1 and connections == options.connections[0]
+            load, in_queue, verdict = gateway_run(
+                options,
+                workdir,
+                broker,
+                outcome,
+                github_request,
+                connections,
+                label,
+                options.duration,
+                profile=profile,
+                workers=workers,
+            )
+            gateway[workers, connections] = load
+            counts[label] = (in_queue, verdict)
+            print(
+                f"  {label}: {load.rate:.0f} req/s, {in_queue} in the queue {verdict}", flush=True
+            )
     ratios = {
-        f"gateway-{c}": gateway[c].rate / bare[c].rate
-        for c in options.connections
+        gateway_label(c, w): load.rate / bare[c].rate
+        for (w, c), load in gateway.items()
         if c in bare and bare[c].rate
     }
+    worker_ratios = {
+        gateway_label(c, w): load.rate / gateway[1, c].rate
+        for (w, c), load in gateway.items()
+        if w > 1 and gateway[1, c].rate
+    }
     loads = [bare[c] for c in options.connections if c in bare]
-    loads += [gateway[c] for c in options.connections]
-    print_table("Throughput (GitHub push, 7 KB signed)", loads, counts, ratios)
+    loads += [gateway[w, c] for w in worker_counts for c in connection_counts(w)]
+    print_table(
+        "Throughput (GitHub push, 7 KB signed)", loads, counts, ratios, worker_ratios or None
+    )
+    for (workers, connections), load in gateway.items():
+        label = gateway_label(connections, workers)
+        if label in worker_ratios:
+            print(
+                f"  {connections} connections: {workers} workers / 1 worker = "
+                f"{load.rate:.0f} / {gateway[1, connections].rate:.0f} req/s = "
+                f"{worker_ratios[label]:.2f}"
+            )
+    if worker_ratios:
+        print(
+            f"  (wrk runs on the same {os.cpu_count()} cores as the daemon's processes and "
+            "RabbitMQ: it takes CPU the workers would otherwise use; see CPU% above)"
+        )
     for load in loads:
         row = load.as_dict() | {"scenario": "throughput"}
         if load.label in counts:
             row["in_queue"], row["count"] = counts[load.label]
-            if load.label in ratios:
-                row["ratio_to_bare"] = round(ratios[load.label], 3)
+        if load.label in ratios:
+            row["ratio_to_bare"] = round(ratios[load.label], 3)
+        if load.label in worker_ratios:
+            row["ratio_to_1_worker"] = round(worker_ratios[load.label], 3)
         outcome.rows.append(row)
     for connections in options.connections:
-        if f"gateway-{connections}" not in ratios:
+        label = gateway_label(connections, 1)
+        if label not in ratios:
             continue
-        ratio = ratios[f"gateway-{connections}"]
-        rates = f"{gateway[connections].rate:.0f} / {bare[connections].rate:.0f} req/s"
+        ratio = ratios[label]
+        rates = f"{gateway[1, connections].rate:.0f} / {bare[connections].rate:.0f} req/s"
         outcome.targets.append(
             (
-                f"gateway >= {TARGET_RATIO}x bare at {connections} connections",
+                f"gateway >= {TARGET_RATIO}x bare at {connections} connections (1 worker)",
                 ratio >= TARGET_RATIO,
                 f"{ratio:.2f}x ({rates})",
             )
         )
-    if 16 in gateway:
-        p99 = gateway[16].latency_ms["p99"]
-        outcome.targets.append(
-            (
-                f"p99 < {TARGET_P99_MS_AT_16:g} ms at 16 connections",
-                p99 < TARGET_P99_MS_AT_16,
-                f"p99 {p99:.1f} ms",
+    for (workers, connections), load in gateway.items():
+        label = gateway_label(connections, workers)
+        if workers > 1 and label in ratios:
+            outcome.targets.append(
+                (
+                    f"gateway >= {TARGET_RATIO}x bare at {connections} connections "
+                    f"({workers} workers)",
+                    ratios[label] >= TARGET_RATIO,
+                    f"{ratios[label]:.2f}x ({load.rate:.0f} / {bare[connections].rate:.0f} req/s)",
+                )
             )
-        )
-    if 64 in gateway:
-        rss = gateway[64].rss_peak_mb
+        if label in worker_ratios:
+            outcome.targets.append(
+                (
+                    f"{workers} workers >= {TARGET_WORKERS_RATIO}x 1 worker at {connections} "
+                    f"connections (wrk on the same {os.cpu_count()} cores here)",
+                    worker_ratios[label] >= TARGET_WORKERS_RATIO,
+                    f"{worker_ratios[label]:.2f}x ({load.rate:.0f} / "
+                    f"{gateway[1, connections].rate:.0f} req/s)",
+                )
+            )
+    for workers in worker_counts:
+        if (workers, 16) in gateway:
+            p99 = gateway[workers, 16].latency_ms["p99"]
+            outcome.targets.append(
+                (
+                    f"p99 < {TARGET_P99_MS_AT_16:g} ms at 16 connections ({workers} worker"
+                    + ("s)" if workers > 1 else ")"),
+                    p99 < TARGET_P99_MS_AT_16,
+                    f"p99 {p99:.1f} ms",
+                )
+            )
+    if (1, 64) in gateway:
+        rss = gateway[1, 64].rss_peak_mb
         outcome.targets.append(
             (
-                f"peak RSS < {TARGET_RSS_MB_AT_64:g} MB at 64 connections",
+                f"peak RSS < {TARGET_RSS_MB_AT_64:g} MB at 64 connections (1 worker)",
                 rss < TARGET_RSS_MB_AT_64,
                 f"{rss:.1f} MB",
             )
         )
+    for (workers, connections), load in gateway.items():
+        if workers > 1:
+            parent, *children = load.rss_each_mb or [0.0]
+            print(
+                f"  peak RSS at {connections} connections with {workers} workers: "
+                f"{load.rss_peak_mb:.1f} MB summed over {load.processes} processes "
+                f"(largest of each: the twistd parent {parent:.1f} MB, the workers "
+                + " + ".join(f"{mb:.1f}" for mb in children)
+                + " MB)"
+            )
 
 
 class HealthPoller(threading.Thread):
@@ -1271,6 +1646,12 @@ def scenario_outage(options, workdir: Path, broker: Broker, outcome: Outcome) ->
     print(
         f"\n== outage: {connections} connections for {options.outage_duration:g} s, the broker "
         f"cut ({options.cut}) for the middle third, through a loopback proxy"
+        + (
+            " (one daemon process: its /health timeline describes it alone, --workers "
+            "does not apply here)"
+            if options.workers > 1
+            else ""
+        )
     )
     background = broker.background
     proxy = Proxy(background, options.broker_host, options.broker_port)
@@ -1391,6 +1772,147 @@ def scenario_outage(options, workdir: Path, broker: Broker, outcome: Outcome) ->
         broker.teardown(setup.exchange, setup.queue)
 
 
+#: "Memory stays bounded under a 4x overload": the overload run's peak RSS at
+#: most this many MB above the run at the limit (as many connections as calls
+#: allowed in progress).
+TARGET_OVERLOAD_RSS_MB = 10.0
+
+
+def rss_growth(samples: list[tuple[float, int]]) -> tuple[float, float]:
+    """(MB per second, MB over the span) of a least-squares fit over the second half."""
+    if not samples:
+        return 0.0, 0.0
+    t0 = samples[0][0]
+    points = [(t - t0, kb / 1024) for t, kb in samples]
+    half = [p for p in points if p[0] >= points[-1][0] / 2]
+    per_second = slope(half)
+    span = (half[-1][0] - half[0][0]) if len(half) > 1 else 0.0
+    return per_second, per_second * span
+
+
+def scenario_overload(options, workdir: Path, broker: Broker, outcome: Outcome) -> None:
+    limit = options.max_in_progress
+    workers = options.workers
+    at_limit = limit * workers
+    connections = options.overload_connections or 4 * at_limit
+    print(
+        f"\n== overload: [gate] max_in_progress = {limit}"
+        + (f" per worker, {workers} workers" if workers > 1 else "")
+        + f"; {at_limit} connections (at the limit), then {connections} "
+        f"({connections / at_limit:g}x), {options.overload_duration:g} s each "
+        "(small Notification calls stamped with their send time)"
+    )
+
+    def honouring(port: int, secret: str = "") -> Request:
+        request = stamped_notification_request(port, secret)
+        request.honour_retry_after = True
+        return request
+
+    runs = []
+    for label, conns, refusals, request_of, name in (
+        ("overload-limit", at_limit, workers > 1, stamped_notification_request, "limit"),
+        ("overload", connections, True, stamped_notification_request, "retry now"),
+        ("overload-wait", connections, True, honouring, "wait R-A"),
+    ):
+        load, in_queue, verdict = gateway_run(
+            options,
+            workdir,
+            broker,
+            outcome,
+            request_of,
+            conns,
+            label,
+            options.overload_duration,
+            workers=workers,
+            max_in_progress=limit,
+            expect_refusals=refusals,
+        )
+        load.server = name
+        outcome.check(
+            f"{label}: every 2xx says published or queued",
+            load.published + load.queued == load.ok2xx and load.unknown == 0,
+            f"{load.published} published + {load.queued} queued of {load.ok2xx}",
+        )
+        runs.append((load, in_queue, verdict))
+        print(
+            f"  {label}: {load.ok2xx / load.elapsed:.0f} accepted/s, "
+            f"{load.s503 / load.elapsed:.0f} refused (503)/s, {in_queue} in the queue {verdict}",
+            flush=True,
+        )
+    (base, _, _), (over, over_count, _), (polite, polite_count, _) = runs
+    counts = {load.label: (count, verdict) for load, count, verdict in runs}
+    print_table(
+        f"Overload (max_in_progress {limit}"
+        + (" per worker" if workers > 1 else "")
+        + ", small Notification calls; callers retrying at once, then waiting Retry-After)",
+        [load for load, _, _ in runs],
+        counts,
+        {},
+    )
+    print(
+        f"{'run':<9} {'conns':>5} {'accepted/s':>10} {'503/s':>7} {'503':>8} "
+        f"{'w/ Retry-After':>14} {'acc. p50':>8} {'acc. p99':>8} {'acc. max':>8} "
+        f"{'RSS growth MB':>13}"
+    )
+    for load, _, _ in runs:
+        accepted = load.accepted_ms or {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        _, growth = rss_growth(load.rss_samples)
+        print(
+            f"{load.server:<9} {load.connections:>5} {load.ok2xx / load.elapsed:>10.0f} "
+            f"{load.s503 / load.elapsed:>7.0f} {load.s503:>8} {load.s503_retry:>14} "
+            f"{ms(accepted['p50']):>8} {ms(accepted['p99']):>8} {ms(accepted['max']):>8} "
+            f"{growth:>+13.2f}"
+        )
+    print(
+        "(limit: as many connections as calls allowed in progress; retry now: wrk sends the "
+        "next call as soon as a 503 comes; wait R-A: a 503 holds a connection back for "
+        "Retry-After; acc.: latency of the 2xx answers alone, from the send-time stamp "
+        "echoed in the routing key; p50/p99 ms above: every answer, 503s included; RSS "
+        "growth: least-squares fit over the second half of the run)"
+    )
+    for load, count, verdict in runs:
+        _, growth = rss_growth(load.rss_samples)
+        outcome.rows.append(
+            load.as_dict()
+            | {
+                "scenario": "overload",
+                "max_in_progress": limit,
+                "in_queue": count,
+                "count": verdict,
+                "accepted_per_s": round(load.ok2xx / load.elapsed, 1),
+                "refused_per_s": round(load.s503 / load.elapsed, 1),
+                "rss_second_half_growth_mb": round(growth, 2),
+            }
+        )
+    outcome.targets.append(
+        (
+            f"{connections / at_limit:g}x overload: calls past max_in_progress answered 503 "
+            "with Retry-After at once",
+            over.s503 > 0 and over.s503 == over.s503_retry,
+            f"{over.s503:,} 503 ({over.s503_retry:,} with Retry-After), {over.ok2xx:,} accepted",
+        )
+    )
+    delivered = over.ok2xx + over.warmup_2xx + polite.ok2xx + polite.warmup_2xx
+    outcome.targets.append(
+        (
+            f"{connections / at_limit:g}x overload: every accepted call delivered",
+            over_count + polite_count == delivered,
+            f"{over_count + polite_count:,} in the queues = {delivered:,} answered 2xx",
+        )
+    )
+    peak = max(over.rss_peak_mb, polite.rss_peak_mb)
+    outcome.targets.append(
+        (
+            f"{connections / at_limit:g}x overload: memory bounded (peak RSS <= the run at "
+            f"the limit + {TARGET_OVERLOAD_RSS_MB:g} MB)",
+            peak <= base.rss_peak_mb + TARGET_OVERLOAD_RSS_MB,
+            f"{over.rss_peak_mb:.1f} MB (retry now) and {polite.rss_peak_mb:.1f} MB (wait "
+            f"Retry-After) at {over.connections} connections, {base.rss_peak_mb:.1f} MB at "
+            f"{base.connections}",
+        )
+    )
+
+
 def slope(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of (x, y) points."""
     n = len(points)
@@ -1429,15 +1951,16 @@ def scenario_memory(options, workdir: Path, broker: Broker, outcome: Outcome) ->
     print(
         f"\n== memory: {options.calls:,} small Notification calls at {connections} connections, "
         f"RSS sampled every {options.memory_interval:g} s"
+        + (f", {options.workers} workers (RSS summed)" if options.workers > 1 else "")
     )
     setup = write_config(workdir, options.broker_host, options.broker_port, options.synchronous)
     broker.setup(setup.exchange, setup.queue)
     server = None
     purger = None
     try:
-        server = start_gateway(options, setup)
+        server = start_gateway(options, setup, workers=options.workers)
         request = notification_request(server.port)
-        rss_start = proc_status(server.pid)["VmRSS"] / 1024
+        rss_start = tree_rss_kb(server.pid)[0] / 1024
         purger = Purger(broker, setup.exchange, setup.queue, 15.0)
         purger.start()
         progress = {"next": 60.0}
@@ -1445,7 +1968,7 @@ def scenario_memory(options, workdir: Path, broker: Broker, outcome: Outcome) ->
         def during(elapsed: float) -> None:
             if elapsed >= progress["next"]:
                 progress["next"] += 60.0
-                rss = proc_status(server.pid)["VmRSS"] / 1024
+                rss = tree_rss_kb(server.pid)[0] / 1024
                 print(f"  {elapsed:5.0f} s: RSS {rss:.1f} MB", flush=True)
 
         load = run_wrk(
@@ -1460,7 +1983,7 @@ def scenario_memory(options, workdir: Path, broker: Broker, outcome: Outcome) ->
             during=during,
         )
         load_checks(outcome, load, "memory")
-        wait_drained(server.port, options.drain_timeout)
+        wait_drained(server.port, options.drain_timeout, server)
         purged = purger.stop()
         purger = None
         in_queue = purged + broker.count(setup.exchange, setup.queue)
@@ -1573,18 +2096,39 @@ def parse_args(argv: list[str] | None = None):
         "scenario",
         nargs="?",
         default="throughput",
-        choices=["throughput", "outage", "memory", "all"],
+        choices=["throughput", "outage", "overload", "memory", "all"],
         help="what to run",
     )
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="the three scenarios, tiny: 2 s runs, 2,000 memory calls",
+        help="the four scenarios, tiny: 1 to 2 s runs, 2,000 memory calls, and a 2-worker "
+        "gateway run at the first connection count",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="daemon worker processes (twistd notifications --workers N); with N > 1 the "
+        "throughput scenario runs the gateway with 1 then N workers and prints the ratio",
     )
     parser.add_argument("--duration", type=float, default=15, help="seconds per throughput run")
     parser.add_argument("--connections", default="16,64", help="throughput connection counts")
     parser.add_argument(
         "--no-bare", action="store_true", help="throughput: the gateway only (no ratio)"
+    )
+    parser.add_argument(
+        "--connection-close",
+        action="store_true",
+        help="throughput: every GitHub call on a new connection (Connection: close), as "
+        "webhook senders mostly do; the connections then spread over the workers as they "
+        "come, instead of being taken all at once at the start",
+    )
+    parser.add_argument(
+        "--bare-parse-forms",
+        action="store_true",
+        help="the bare server parses POST bodies into request.args, as twisted.web does by "
+        "default (the ceiling of the benchmarks before the daemon stopped doing it)",
     )
     parser.add_argument(
         "--warmup",
@@ -1605,6 +2149,23 @@ def parse_args(argv: list[str] | None = None):
         default="reset",
         help="reset: the broker goes away (connections closed, new ones "
         "refused); blackhole: nothing passes, connections stay open",
+    )
+    parser.add_argument(
+        "--max-in-progress",
+        type=int,
+        default=16,
+        help="overload: [gate] max_in_progress of the daemon (per worker)",
+    )
+    parser.add_argument(
+        "--overload-connections",
+        type=int,
+        help="overload: connections of the overload run (default: 4 x max-in-progress x workers)",
+    )
+    parser.add_argument(
+        "--overload-duration",
+        type=float,
+        default=15,
+        help="overload: seconds of each run (at the limit, then overloaded)",
     )
     parser.add_argument("--calls", type=int, default=1_000_000, help="calls of the memory scenario")
     parser.add_argument("--memory-connections", type=int, default=16)
@@ -1659,11 +2220,14 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     options = parser.parse_args(argv)
     options.connections = [int(c) for c in str(options.connections).split(",") if c.strip()]
+    if options.workers < 1:
+        parser.error("--workers must be 1 or more")
     if options.smoke:
         options.scenario = "all" if options.scenario == "throughput" else options.scenario
-        options.duration = 2
+        options.duration = 1
         options.warmup = 0
         options.outage_duration = 3
+        options.overload_duration = 1
         options.calls = min(options.calls, 2000)
         options.memory_interval = 0.2
         options.drain_timeout = min(options.drain_timeout, 60)
@@ -1672,6 +2236,7 @@ def parse_args(argv: list[str] | None = None):
 
 def main(argv: list[str] | None = None) -> int:
     options = parse_args(argv)
+    CONNECTION_CLOSE["on"] = options.connection_close
     if shutil.which(options.wrk) is None and not Path(options.wrk).exists():
         print("run.py: wrk not found (apt-get install wrk)", file=sys.stderr)
         return 2
@@ -1679,7 +2244,9 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"notifications benchmarks — {info['date']}: {info['cores']} cores, {info['cpu']}, "
         f"Python {info['python']}, Twisted {info['twisted']}, RabbitMQ {info['rabbitmq']}, "
-        f"{info['wrk']}; daemon synchronous={options.synchronous}; "
+        f"{info['wrk']}; daemon synchronous={options.synchronous}, --workers {options.workers}"
+        + ("; Connection: close" if options.connection_close else "")
+        + "; "
         f"wrk -t{options.wrk_threads} on the same machine"
     )
     outcome = Outcome(extra={"machine": info})
@@ -1687,7 +2254,9 @@ def main(argv: list[str] | None = None) -> int:
     background = Background()
     broker = Broker(background, options.broker_host, options.broker_port)
     scenarios = (
-        ["throughput", "outage", "memory"] if options.scenario == "all" else [options.scenario]
+        ["throughput", "outage", "overload", "memory"]
+        if options.scenario == "all"
+        else [options.scenario]
     )
     status = 0
     try:
@@ -1695,6 +2264,7 @@ def main(argv: list[str] | None = None) -> int:
             {
                 "throughput": scenario_throughput,
                 "outage": scenario_outage,
+                "overload": scenario_overload,
                 "memory": scenario_memory,
             }[name](options, workdir, broker, outcome)
     except BenchError as error:

@@ -1,9 +1,11 @@
 """The benchmark script runs: ``python benchmarks/run.py --smoke`` (tiny counts).
 
-No timing is asserted here (timings are noisy): only that the three scenarios
-run to the end, print their tables, and that every call answered 2xx was
-counted in the queue. It needs RabbitMQ and ``wrk``: on CI (``CI=true``)
-either missing is a failure; elsewhere a missing ``wrk`` skips the test.
+No timing is asserted here (timings are noisy): only that the four scenarios
+(throughput with a 2-worker run, outage, overload, memory) run to the end,
+print their tables, that every call answered 2xx was counted in the queue,
+and that the overload run's refusals were all 503 with Retry-After. It needs
+RabbitMQ and ``wrk``: on CI (``CI=true``) either missing is a failure;
+elsewhere a missing ``wrk`` skips the test.
 """
 
 from __future__ import annotations
@@ -51,10 +53,26 @@ def test_benchmark_smoke():
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
-    for title in ("Throughput (GitHub push", "Outage (broker cut", "Memory (small Notification"):
+    for title in (
+        "Throughput (GitHub push",
+        "Outage (broker cut",
+        "Overload (max_in_progress 16",
+        "Memory (small Notification",
+    ):
         assert title in output, output
     assert "req/s" in output and "p99 ms" in output and "peak RSS MB" in output, output
-    for scenario in ("gateway-16", "gateway-64", "outage", "memory"):
+    assert "2 workers / 1 worker = " in output, output
+    assert "acc. p99" in output, output
+    for scenario in (
+        "gateway-16",
+        "gateway-64",
+        "gateway-2w-16",
+        "outage",
+        "overload-limit",
+        "overload",
+        "memory",
+    ):
         assert f"OK   {scenario}: messages in the queue = 2xx answers" in output, output
+    assert "OK   overload: every non-2xx is a 503 with Retry-After" in output, output
     assert "MISMATCH" not in output, output
     assert "result: PASS" in output, output
