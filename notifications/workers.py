@@ -1,12 +1,16 @@
 """``--workers N``: several daemon processes sharing the listening sockets.
 
 One Python process is bound to one core. With ``--workers N`` the twistd
-process binds the listening sockets itself and starts N worker processes,
-each handed the sockets (``reactor.adoptStreamPort``) so that the kernel
-spreads the connections among them. Each worker is a whole daemon with its
-own outbox (``<storage>/worker-<i>``) and its own broker connection; the
-parent only supervises: it restarts a worker that dies, forwards SIGHUP, and
-on stop sends SIGTERM and waits for every worker to drain.
+process starts N worker processes, each listening on the same ports with
+``SO_REUSEPORT`` (a socket of its own, given to ``reactor.adoptStreamPort``)
+so that the kernel spreads the connections evenly among them: with one
+shared socket, Twisted's accept loop lets the first worker to wake take
+every pending connection, and the benchmark saw one worker answer 25,086
+calls for the other's 1,550. Each worker is a whole daemon with its own
+outbox (``<storage>/worker-<i>``) and its own broker connection; the parent
+only supervises: it checks the ports can be bound, restarts a worker that
+dies (connections waiting in that worker's backlog are reset), forwards
+SIGHUP, and on stop sends SIGTERM and waits for every worker to drain.
 
 Deduplication of GitHub deliveries is per worker: a redelivery that lands on
 another worker than the first delivery is published again (with the same
@@ -35,15 +39,13 @@ from twisted.logger import (
 
 from .config import Config, ConfigError, load_config
 
-#: The first file descriptor a worker finds its sockets at.
-FIRST_FD = 3
 
+def bind(description: str, listen: bool = True) -> socket.socket:
+    """A ``SO_REUSEPORT`` socket for ``tcp:PORT[:interface=ADDRESS][:backlog=N]``.
 
-def bind(description: str) -> socket.socket:
-    """A listening socket for ``tcp:PORT[:interface=ADDRESS][:backlog=N]``.
-
-    Workers need the socket itself to share it, which Twisted's endpoints do
-    not hand out; only plain TCP is supported here.
+    Twisted's endpoints do not set ``SO_REUSEPORT``, so the socket is made
+    here and adopted; only plain TCP is supported. ``listen=False`` only
+    checks that the address can be bound.
     """
     kind, _, rest = description.partition(":")
     if kind not in ("tcp", "tcp6") or not rest:
@@ -54,9 +56,11 @@ def bind(description: str) -> socket.socket:
     family = socket.AF_INET6 if ":" in interface or kind == "tcp6" else socket.AF_INET
     listener = socket.socket(family, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     listener.bind((interface, int(port_text)))
-    listener.listen(int(settings.get("backlog", 511)))
-    listener.setblocking(False)
+    if listen:
+        listener.listen(int(settings.get("backlog", 511)))
+        listener.setblocking(False)
     return listener
 
 
@@ -91,11 +95,15 @@ class WorkerPool(service.Service):
         self.reactor = reactor
         self.count = count
         self.json_logs = json_logs
-        try:
-            self.sockets = [("public" if admin_ports else "all", bind(port)) for port in ports]
-            self.sockets += [("admin", bind(port)) for port in admin_ports]
-        except (ValueError, OSError) as error:
-            raise SystemExit(f"notifications: --workers: {error}") from None
+        self.listens = [("public" if admin_ports else "all", port) for port in ports]
+        self.listens += [("admin", port) for port in admin_ports]
+        # Bound (not listening: a socket nobody accepts on would get its share
+        # of the connections) and closed, to stop a wrong port at once.
+        for _, description in self.listens:
+            try:
+                bind(description, listen=False).close()
+            except (ValueError, OSError) as error:
+                raise SystemExit(f"notifications: --workers {description!r}: {error}") from None
         self.workers: dict[int, _Worker] = {}
         self._previous_hup = None
 
@@ -115,18 +123,14 @@ class WorkerPool(service.Service):
             "--index",
             str(index),
         ]
-        child_fds: dict[int, object] = {0: "w", 1: 1, 2: 2}
-        for offset, (surface, listener) in enumerate(self.sockets):
-            fd = FIRST_FD + offset
-            child_fds[fd] = listener.fileno()
-            family = "inet6" if listener.family == socket.AF_INET6 else "inet"
-            arguments += ["--listen", f"{surface}:{fd}:{family}"]
+        for surface, description in self.listens:
+            arguments += ["--listen", f"{surface}={description}"]
         if self.json_logs:
             arguments.append("--json-logs")
         worker = _Worker(self, index)
         self.workers[index] = worker
         self.reactor.spawnProcess(
-            worker, sys.executable, arguments, env=os.environ.copy(), childFDs=child_fds
+            worker, sys.executable, arguments, env=os.environ.copy(), childFDs={0: "w", 1: 1, 2: 2}
         )
         self.log.info("Started worker {index}", index=index)
 
@@ -171,12 +175,10 @@ class WorkerPool(service.Service):
         except defer.TimeoutError:
             self.log.error("Workers still running after {limit} s: killing them", limit=limit)
             self._signal_all("KILL")
-        for _, listener in self.sockets:
-            listener.close()
 
 
 def worker_main(argv: list[str] | None = None) -> int:
-    """Run one worker: a whole daemon on the sockets its parent handed over."""
+    """Run one worker: a whole daemon on its own SO_REUSEPORT sockets."""
     parser = argparse.ArgumentParser(prog="notifications.workers")
     parser.add_argument("--config", required=True)
     parser.add_argument("--index", type=int, required=True)
@@ -207,9 +209,11 @@ def worker_main(argv: list[str] | None = None) -> int:
     top, app = make_daemon(config, reactor)
     ports = []
     for listen in arguments.listen:
-        surface, fd, family = listen.split(":")
-        address_family = socket.AF_INET6 if family == "inet6" else socket.AF_INET
-        ports.append(reactor.adoptStreamPort(int(fd), address_family, app.site(surface)))
+        surface, description = listen.split("=", 1)
+        with bind(description) as listener:
+            # adoptStreamPort takes a copy of the descriptor.
+            site = app.site(surface)
+            ports.append(reactor.adoptStreamPort(listener.fileno(), listener.family, site))
 
     def stop() -> defer.Deferred:
         for port in ports:
