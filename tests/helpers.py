@@ -7,11 +7,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import socket
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
+import pytest
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
@@ -192,3 +194,15 @@ async def listen_proxy(port: int = 0):
     proxy = SeverableProxy()
     listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(proxy)
     return proxy, listening
+
+
+def in_ci() -> bool:
+    """Whether the tests run in CI, where every tool a test needs must be there."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A test cannot run for want of ``reason``: fail in CI (it must run there), else skip."""
+    if in_ci():
+        pytest.fail(f"CI=true but {reason}", pytrace=False)
+    pytest.skip(reason)

@@ -19,15 +19,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import unavailable
+
 RUN = Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
 BROKER_HOST = os.environ.get("BROKER_HOST", "127.0.0.1")
 BROKER_PORT = int(os.environ.get("BROKER_PORT", "5672"))
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true but {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def _broker_answers() -> bool:
@@ -40,7 +36,7 @@ def _broker_answers() -> bool:
 
 def test_benchmark_smoke():
     if shutil.which("wrk") is None:
-        _missing("wrk is not installed (apt-get install wrk)")
+        unavailable("wrk is not installed (apt-get install wrk)")
     if not _broker_answers():
         # Like every broker test of the suite: no broker is a failure, never a skip.
         pytest.fail(f"RabbitMQ is not answering on {BROKER_HOST}:{BROKER_PORT}", pytrace=False)
