@@ -326,20 +326,27 @@ class ProjectsLookup:
         d = defer.Deferred.fromCoroutine(projects())
         # One deadline for the whole story (up to three calls): the notification waits on it.
         d.addTimeout(self.timeout, self.reactor)
-        return d.addErrback(self._no_projects, service, phid)
+        return d.addErrback(lambda failure: self._give_up(failure, service, phid, "projects", []))
 
-    def _no_projects(self, failure: Failure, service: Service, phid: str) -> list[str]:
+    def _give_up(self, failure: Failure, service: Service, phid: str, what: str, default):
+        """Log why Conduit could not tell ``what`` of an object; answer ``default``."""
         if failure.check(defer.TimeoutError):
             reason = f"no answer within {self.timeout:g} s"
         elif failure.check(RemoteServiceError):
             reason = failure.getErrorMessage()
         else:
-            self.log.failure("Projects of {phid} failed unexpectedly", failure, phid=phid)
-            return []
+            self.log.failure(
+                "Looking up the {what} of {phid} failed unexpectedly", failure, what=what, phid=phid
+            )
+            return default
         self.log.warn(
-            "{door}: no projects for {phid}: {reason}", door=service.door, phid=phid, reason=reason
+            "{door}: no {what} for {phid}: {reason}",
+            door=service.door,
+            what=what,
+            phid=phid,
+            reason=reason,
         )
-        return []
+        return default
 
     def handle_of(self, service: Service, phid: str) -> defer.Deferred:
         """What Conduit's ``phid.query`` says of an object (a Herald webhook's):
@@ -362,17 +369,4 @@ class ProjectsLookup:
 
         d = defer.Deferred.fromCoroutine(handle())
         d.addTimeout(self.timeout, self.reactor)
-        return d.addErrback(self._no_handle, service, phid)
-
-    def _no_handle(self, failure: Failure, service: Service, phid: str) -> None:
-        if failure.check(defer.TimeoutError):
-            reason = f"no answer within {self.timeout:g} s"
-        elif failure.check(RemoteServiceError):
-            reason = failure.getErrorMessage()
-        else:
-            self.log.failure("phid.query of {phid} failed unexpectedly", failure, phid=phid)
-            return None
-        self.log.warn(
-            "{door}: no name for {phid}: {reason}", door=service.door, phid=phid, reason=reason
-        )
-        return None
+        return d.addErrback(lambda failure: self._give_up(failure, service, phid, "name", None))
