@@ -235,12 +235,16 @@ def steps(body: bytes, signature: str, number: int):
             def run():
                 # One transaction (one fsync) for per_commit calls, as group
                 # commit does under load: insert + delivery id, then delete.
+                # The batcher is held busy while they queue, so that they go
+                # as one group (without a thread it runs each at once).
                 ids = []
+                box._batcher._running = True
                 for _ in range(per_commit):
                     n = next(counter)
                     box.add(
                         [(f"m-{n}", "acme.widgets.github.push", message)], delivery=f"d-{n}"
                     ).addCallback(lambda entries: ids.extend(e.id for e in entries))
+                box._batcher._next()
                 box.remove(ids)
 
             return run

@@ -4,8 +4,10 @@ SQLite in WAL mode, in the storage directory. Every database operation runs
 on one dedicated thread, so a slow disk never stalls the reactor, and
 operations that arrive while a transaction is being committed are grouped
 into the next transaction (group commit): under load, many gate calls share
-one fsync instead of paying one each. Each operation runs inside its own
-savepoint, so one failing operation does not undo the others of its group.
+one fsync instead of paying one each, and their rows are written with one
+statement per table. When one operation of a group fails, the group is
+replayed with one savepoint per operation, so that it does not undo the
+others.
 
 The same database keeps the GitHub delivery ids seen recently, so that a
 redelivery is recognised (and not published twice) across restarts, in the
@@ -15,7 +17,7 @@ same transaction that stores the notification.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,24 +80,90 @@ class Duplicate(Exception):
     """The delivery id was seen within the deduplication window."""
 
 
+#: Rows per multi-row statement: far below SQLite's limit of host parameters
+#: (32,766 since 3.32), and a group rarely holds more calls than this anyway.
+_CHUNK = 500
+
+
+def _chunks(values: Sequence, size: int = _CHUNK):
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+class _Add:
+    """Store entries (and a delivery id): the operation behind :meth:`Outbox.add`.
+
+    The batcher writes the adds of a group with one multi-row statement per
+    table (see :meth:`_Batcher._write_adds`); :meth:`run` does the same for
+    one add alone, inside its own savepoint, when a group has to be replayed
+    operation by operation.
+    """
+
+    __slots__ = ("delivery", "entries", "now", "window")
+
+    def __init__(self, entries: Sequence[NewEntry], delivery: str | None, now: float, window):
+        self.entries = entries
+        self.delivery = delivery
+        self.now = now
+        self.window = window
+
+    def run(self, cursor: sqlite3.Cursor, batcher: _Batcher) -> list[Entry]:
+        [(ok, value)] = batcher._write_adds(cursor, [self])
+        if not ok:
+            raise value
+        return value
+
+
+class _Remove:
+    """Delete confirmed entries: the operation behind :meth:`Outbox.remove`."""
+
+    __slots__ = ("ids",)
+
+    def __init__(self, ids: Sequence[int]):
+        self.ids = ids
+
+    def run(self, cursor: sqlite3.Cursor, batcher: _Batcher) -> int:
+        removed = 0
+        for chunk in _chunks(self.ids):
+            marks = ",".join("?" * len(chunk))
+            cursor.execute(f"DELETE FROM outbox WHERE id IN ({marks})", chunk)  # noqa: S608
+            removed += cursor.rowcount
+        return removed
+
+
 class _Batcher:
-    """Runs database operations on one thread, grouped into transactions."""
+    """Runs database operations on one thread, grouped into transactions.
+
+    Why the statements are few: the sqlite3 module lets go of the GIL for
+    each statement it runs and must take it back afterwards, from a reactor
+    thread that holds it most of the time under load. So the adds of a group
+    are written with one multi-row ``INSERT`` per table and a removal is one
+    ``DELETE … IN``, whatever their number, and savepoints are only used when
+    a group has to be replayed because one of its operations failed.
+    """
 
     log = Logger()
 
-    def __init__(self, connection: sqlite3.Connection, reactor, threaded: bool = True):
+    def __init__(self, connection: sqlite3.Connection, reactor, next_id: int, threaded=True):
         self.connection = connection
         self.reactor = reactor
+        #: The id the next stored entry gets: ids are given here (one writer)
+        #: so that a multi-row INSERT knows them without reading them back.
+        self.next_id = next_id
         self.pool: ThreadPool | None = None
         if threaded:
             self.pool = ThreadPool(minthreads=1, maxthreads=1, name="outbox")
             self.pool.start()
-        self._waiting: list[tuple[Callable, defer.Deferred]] = []
+        self._waiting: list[tuple[Any, defer.Deferred]] = []
         self._running = False
         self.batches = 0
 
-    def run(self, operation: Callable[[sqlite3.Cursor], Any]) -> defer.Deferred:
-        """Run ``operation(cursor)`` in the next transaction; fires with its result."""
+    def run(self, operation) -> defer.Deferred:
+        """Run an operation in the next transaction; fires with its result.
+
+        An operation is an :class:`_Add`, a :class:`_Remove`, or any callable
+        taking the cursor.
+        """
         d = defer.Deferred()
         self._waiting.append((operation, d))
         if not self._running:
@@ -115,17 +183,103 @@ class _Batcher:
             d = deferToThreadPool(self.reactor, self.pool, self._transaction, operations)
         d.addBoth(self._done, group)
 
-    def _transaction(self, operations: Sequence[Callable]) -> list[tuple[bool, Any]]:
-        # On the database thread: one transaction, one savepoint per operation.
-        # Some errors (SQLITE_FULL, I/O errors) make SQLite roll back the whole
-        # transaction by itself: that operation fails, and the transaction is
-        # run again with the others, so that they do not share its fate.
+    def _transaction(self, operations: Sequence) -> list[tuple[bool, Any]]:
+        # On the database thread. First the whole group in one go; if any
+        # statement fails, the group is rolled back and replayed with one
+        # savepoint per operation, so that only the failing ones fail. Some
+        # errors (SQLITE_FULL, I/O errors) make SQLite roll back the whole
+        # transaction even then: that operation is set aside and the replay
+        # starts again with the others.
+        first_id = self.next_id
+        try:
+            results = self._attempt_whole(operations)
+        except Exception:
+            self.next_id = first_id
+        else:
+            self.batches += 1
+            return results
         failed: dict[int, Exception] = {}
         while True:
             results = self._attempt(operations, failed)
             if results is not None:
                 self.batches += 1
                 return results
+            self.next_id = first_id
+
+    def _attempt_whole(self, operations: Sequence) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        cursor = self.connection.cursor()
+        cursor.execute("BEGIN IMMEDIATE")
+        try:
+            index = 0
+            while index < len(operations):
+                operation = operations[index]
+                if isinstance(operation, _Add):
+                    end = index + 1
+                    while end < len(operations) and isinstance(operations[end], _Add):
+                        end += 1
+                    results.extend(self._write_adds(cursor, operations[index:end]))
+                    index = end
+                    continue
+                if isinstance(operation, _Remove):
+                    results.append((True, operation.run(cursor, self)))
+                else:
+                    results.append((True, operation(cursor)))
+                index += 1
+            cursor.execute("COMMIT")
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.rollback()
+            raise
+        finally:
+            cursor.close()
+        return results
+
+    def _write_adds(self, cursor: sqlite3.Cursor, adds: Sequence[_Add]) -> list[tuple[bool, Any]]:
+        """Write a run of adds: one dedup query, then one INSERT per table."""
+        deliveries = list({add.delivery for add in adds if add.delivery is not None})
+        seen: dict[str, float] = {}
+        for chunk in _chunks(deliveries):
+            marks = ",".join("?" * len(chunk))
+            seen.update(
+                cursor.execute(
+                    f"SELECT delivery, seen FROM deliveries WHERE delivery IN ({marks})",  # noqa: S608
+                    chunk,
+                ).fetchall()
+            )
+        results: list[tuple[bool, Any]] = []
+        delivery_rows: list[tuple[str, float]] = []
+        outbox_rows: list[tuple] = []
+        next_id = self.next_id
+        for add in adds:
+            if add.delivery is not None:
+                last = seen.get(add.delivery)
+                if last is not None and last > add.now - add.window:
+                    results.append((False, Duplicate(add.delivery)))
+                    continue
+                # A second call of the same group with this id is a duplicate.
+                seen[add.delivery] = add.now
+                delivery_rows.append((add.delivery, add.now))
+            stored = []
+            for message_id, routing_key, body in add.entries:
+                outbox_rows.append((next_id, message_id, routing_key, body, add.now))
+                stored.append(Entry(next_id, message_id, routing_key, body, add.now))
+                next_id += 1
+            results.append((True, stored))
+        for chunk in _chunks(delivery_rows):
+            cursor.execute(
+                "INSERT OR REPLACE INTO deliveries (delivery, seen) VALUES "  # noqa: S608
+                + ",".join(["(?,?)"] * len(chunk)),
+                [value for row in chunk for value in row],
+            )
+        for chunk in _chunks(outbox_rows):
+            cursor.execute(
+                "INSERT INTO outbox (id, message_id, routing_key, body, created) VALUES "  # noqa: S608
+                + ",".join(["(?,?,?,?,?)"] * len(chunk)),
+                [value for row in chunk for value in row],
+            )
+        self.next_id = next_id
+        return results
 
     def _attempt(self, operations, failed: dict[int, Exception]):
         results: list[tuple[bool, Any]] = []
@@ -137,9 +291,14 @@ class _Batcher:
                     results.append((False, failed[index]))
                     continue
                 cursor.execute("SAVEPOINT operation")
+                next_id = self.next_id
                 try:
-                    results.append((True, operation(cursor)))
+                    if isinstance(operation, _Add | _Remove):
+                        results.append((True, operation.run(cursor, self)))
+                    else:
+                        results.append((True, operation(cursor)))
                 except Exception as error:  # handed to that operation's caller
+                    self.next_id = next_id
                     if not self.connection.in_transaction:
                         failed[index] = error
                         return None
@@ -215,10 +374,16 @@ class Outbox:
                 connection.execute(f"PRAGMA max_page_count={max(16, max_bytes // page_size)}")
             self.depth = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
             self.last_id = connection.execute("SELECT IFNULL(MAX(id), 0) FROM outbox").fetchone()[0]
+            # AUTOINCREMENT's record of the largest id ever given: ids are never reused.
+            sequence = connection.execute(
+                "SELECT IFNULL(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'"
+            ).fetchone()[0]
         except (OSError, sqlite3.Error) as error:
             raise OutboxUnavailable(f"cannot open the outbox {self.path}: {error}") from None
         self._reserved = 0
-        self._batcher = _Batcher(connection, reactor, threaded=threaded)
+        self._batcher = _Batcher(
+            connection, reactor, next_id=max(self.last_id, sequence) + 1, threaded=threaded
+        )
 
     @property
     def batches(self) -> int:
@@ -239,33 +404,8 @@ class Outbox:
                     f"the outbox is full: {self.depth} notifications are waiting for the broker"
                 )
             )
-        now = self.reactor.seconds()
-        window = self.dedup_window
-
-        def insert(cursor: sqlite3.Cursor) -> list[Entry]:
-            if delivery is not None:
-                seen = cursor.execute(
-                    "SELECT 1 FROM deliveries WHERE delivery = ? AND seen > ?",
-                    (delivery, now - window),
-                ).fetchone()
-                if seen:
-                    raise Duplicate(delivery)
-                cursor.execute(
-                    "INSERT OR REPLACE INTO deliveries (delivery, seen) VALUES (?, ?)",
-                    (delivery, now),
-                )
-            stored = []
-            for message_id, routing_key, body in entries:
-                cursor.execute(
-                    "INSERT INTO outbox (message_id, routing_key, body, created) "
-                    "VALUES (?, ?, ?, ?)",
-                    (message_id, routing_key, body, now),
-                )
-                stored.append(Entry(cursor.lastrowid, message_id, routing_key, body, now))
-            return stored
-
         self._reserved += len(entries)
-        d = self._batcher.run(insert)
+        d = self._batcher.run(_Add(entries, delivery, self.reactor.seconds(), self.dedup_window))
 
         def stored(result: list[Entry]) -> list[Entry]:
             self._reserved -= len(entries)
@@ -289,17 +429,12 @@ class Outbox:
 
     def remove(self, ids: Sequence[int]) -> defer.Deferred:
         """Forget entries the broker has confirmed."""
-        ids = list(ids)
-
-        def delete(cursor: sqlite3.Cursor) -> int:
-            cursor.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in ids])
-            return cursor.rowcount
 
         def removed(count: int) -> int:
             self.depth = max(0, self.depth - count)
             return count
 
-        return self._batcher.run(delete).addCallback(removed)
+        return self._batcher.run(_Remove(list(ids))).addCallback(removed)
 
     def load(self, after_id: int, limit: int) -> defer.Deferred:
         """The next entries in order, with an id above ``after_id``."""

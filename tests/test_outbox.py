@@ -126,6 +126,15 @@ class OutboxTests(SynchronousTestCase):
         added = self.successResultOf(reopened.add(new_entries(1, prefix="n")))
         self.assertEqual(added[0].id, 5)
 
+    def test_ids_are_not_reused_after_removing_everything_and_reopening(self) -> None:
+        outbox = self.open()
+        stored = self.successResultOf(outbox.add(new_entries(3)))
+        self.successResultOf(outbox.remove([entry.id for entry in stored]))
+        self.close(outbox)
+        reopened = self.open()
+        self.assertEqual(reopened.depth, 0)
+        self.assertEqual(self.successResultOf(reopened.add(new_entries(1)))[0].id, 4)
+
     # Deduplication --------------------------------------------------------------------
 
     def test_same_delivery_is_a_duplicate_and_stores_nothing(self) -> None:
@@ -305,6 +314,70 @@ async def test_group_commit(tmp_path):
     assert outbox.depth == 200
     print(f"200 adds committed in {batches} transactions")
     assert batches < 50
+
+
+def _statements(outbox: Outbox) -> list[str]:
+    """The SQL statements the outbox's connection runs from now on (first words)."""
+    seen: list[str] = []
+    connection = outbox._batcher.connection
+    connection.set_trace_callback(lambda sql: seen.append(" ".join(sql.split()[:3])))
+    return seen
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_group_is_written_with_a_few_statements(tmp_path):
+    # The database thread gives up the GIL for each statement and must take
+    # it back from a busy reactor: a group of 60 calls (40 with a delivery id)
+    # must cost a handful of statements, not a few per call.
+    outbox = Outbox(tmp_path, reactor)
+    try:
+        await outbox.add(new_entries(1, prefix="first"))
+        await task.deferLater(reactor, 0)
+        running = outbox.add(new_entries(1, prefix="running"))
+        statements = _statements(outbox)
+        await running
+        del statements[:]
+        group = [
+            outbox.add(new_entries(2, prefix=f"g{i}-"), delivery=f"d-{i}" if i % 3 else None)
+            for i in range(60)
+        ]
+        results = await defer.gatherResults(group)
+        grouped = list(statements)
+        stored = await outbox.load(0, 1000)
+    finally:
+        await outbox.close()
+    assert grouped == [
+        "BEGIN IMMEDIATE",
+        "SELECT delivery, seen",
+        "INSERT OR REPLACE",
+        "INSERT INTO outbox",
+        "COMMIT",
+    ]
+    assert [entry.message_id for entries in results for entry in entries] == [
+        f"g{i}-{j}" for i in range(60) for j in range(2)
+    ]
+    assert [entry.id for entry in stored] == list(range(1, 123))
+    assert count_rows(outbox.path, "deliveries") == 40
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_same_delivery_twice_in_one_group(tmp_path):
+    outbox = Outbox(tmp_path, reactor)
+    try:
+        running = outbox.add(new_entries(1, prefix="running"))
+        first = outbox.add(new_entries(1, prefix="first"), delivery="twice")
+        second = outbox.add(new_entries(1, prefix="second"), delivery="twice")
+        other = outbox.add(new_entries(1, prefix="other"), delivery="once")
+        outcomes = await defer.DeferredList([running, first, second, other], consumeErrors=True)
+        batches = outbox.batches
+        stored = await outbox.load(0, 100)
+    finally:
+        await outbox.close()
+    assert batches == 2, "the last three calls shared a transaction"
+    (ok_running, _), (ok_first, _), (ok_second, failure), (ok_other, _) = outcomes
+    assert ok_running and ok_first and ok_other and not ok_second
+    failure.trap(Duplicate)
+    assert [entry.message_id for entry in stored] == ["running0", "first0", "other0"]
 
 
 @pytest_twisted.ensureDeferred
