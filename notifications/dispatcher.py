@@ -64,6 +64,10 @@ class Dispatcher(service.Service):
         self._spilled = outbox.depth > 0
         self._loading = False
         self._waiters: dict[int, defer.Deferred] = {}
+        #: (deadline, entry id) of the waiters, earliest first; confirmed ones
+        #: stay until the timer passes them.
+        self._deadlines: list[tuple[float, int]] = []
+        self._expiry = None
         self._confirmed: list[int] = []
         self._removing = False
         self._paused: object = None
@@ -117,6 +121,10 @@ class Dispatcher(service.Service):
         if self._paused is not None and self._paused.active():
             self._paused.cancel()
         self._paused = None
+        waiters, self._waiters = self._waiters, {}
+        self._forget_deadlines()
+        for waiter in waiters.values():
+            waiter.callback(False)
         if not self._idle():
             self.log.warn(
                 "Stopping with {depth} notifications left in the outbox for the next start",
@@ -167,10 +175,40 @@ class Dispatcher(service.Service):
         """Fires with True once the broker confirmed the entry, False after ``timeout``."""
         if timeout <= 0:
             return defer.succeed(False)
-        d = defer.Deferred(lambda _: self._waiters.pop(entry_id, None))
+        d = defer.Deferred()
         self._waiters[entry_id] = d
-        d.addTimeout(timeout, self.reactor, onTimeoutCancel=lambda result, timeout: False)
+        deadline = self.reactor.seconds() + timeout
+        # One timer for every waiter (the earliest deadline) rather than a
+        # delayed call each: under load a call per gate call was measurable.
+        heapq.heappush(self._deadlines, (deadline, entry_id))
+        if self._expiry is None or self._expiry.getTime() > deadline:
+            self._arm_expiry(deadline)
         return d
+
+    def _arm_expiry(self, deadline: float) -> None:
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        delay = max(0.0, deadline - self.reactor.seconds())
+        self._expiry = self.reactor.callLater(delay, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
+        now = self.reactor.seconds()
+        deadlines = self._deadlines
+        while deadlines and (deadlines[0][0] <= now or deadlines[0][1] not in self._waiters):
+            _, entry_id = heapq.heappop(deadlines)
+            waiter = self._waiters.pop(entry_id, None)
+            if waiter is not None:
+                waiter.callback(False)
+        if deadlines:
+            self._arm_expiry(deadlines[0][0])
+
+    def _forget_deadlines(self) -> None:
+        # No waiter left: the timer and the deadlines of confirmed ones go.
+        if self._expiry is not None and self._expiry.active():
+            self._expiry.cancel()
+        self._expiry = None
+        self._deadlines.clear()
 
     # Publishing ---------------------------------------------------------------
 
@@ -197,6 +235,8 @@ class Dispatcher(service.Service):
         self._confirmed.append(entry.id)
         waiter = self._waiters.pop(entry.id, None)
         if waiter is not None:
+            if not self._waiters:
+                self._forget_deadlines()
             waiter.callback(True)
         self._flush_confirmed()
         self._pump()

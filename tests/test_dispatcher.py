@@ -218,6 +218,39 @@ class DispatcherTests(SynchronousTestCase):
         self.stop(dispatcher)
         self.assertNoDelayedCalls()
 
+    def test_waiters_with_other_timeouts_fire_at_their_own_deadlines(self) -> None:
+        # One timer serves every waiter: a shorter timeout given later (a
+        # reloaded publish_timeout) must not wait for an earlier, longer one.
+        dispatcher, publisher = self.make_dispatcher(connected=True)
+        stored = self.successResultOf(dispatcher.store(new_entries(4)))
+        loops = len(self.clock.getDelayedCalls())  # the dispatcher's periodic tasks
+        long_wait = dispatcher.wait_confirmed(stored[0].id, 5)
+        confirmed = dispatcher.wait_confirmed(stored[1].id, 3)
+        short_wait = dispatcher.wait_confirmed(stored[2].id, 1)
+        self.clock.advance(0.5)
+        later_short = dispatcher.wait_confirmed(stored[3].id, 1)
+        self.assertEqual(len(self.clock.getDelayedCalls()), loops + 1)
+        publisher.confirm(2)  # the first two, in order
+        self.assertIs(self.successResultOf(long_wait), True)
+        self.assertIs(self.successResultOf(confirmed), True)
+        self.clock.advance(0.5)
+        self.assertIs(self.successResultOf(short_wait), False)
+        self.assertNoResult(later_short)
+        self.clock.advance(0.5)
+        self.assertIs(self.successResultOf(later_short), False)
+        self.assertEqual(len(self.clock.getDelayedCalls()), loops)
+        self.stop(dispatcher)
+
+    def test_stop_answers_the_waiters_left(self) -> None:
+        dispatcher, _ = self.make_dispatcher(connected=True, drain_timeout=1)
+        [entry] = self.successResultOf(dispatcher.store(new_entries(1)))
+        waiter = dispatcher.wait_confirmed(entry.id, 30)
+        stopped = dispatcher.stopService()
+        self.clock.pump([0.05] * 25)
+        self.successResultOf(stopped)
+        self.assertIs(self.successResultOf(waiter), False)
+        self.assertNoDelayedCalls()
+
     # Connection loss and nack ---------------------------------------------------------
 
     def test_republished_in_order_after_a_connection_loss(self) -> None:
