@@ -430,14 +430,21 @@ class CallHandler:
             started = getattr(request, "gate_started", None)
             seconds = None if started is None else self.reactor.seconds() - started
             self.metrics.observe_call(gate, door, status, seconds)
+        event = outcome.event if outcome else "-"
+        delivery = outcome.delivery if outcome and outcome.delivery else "-"
+        request_id = getattr(request, "request_id", "-")
+        # The line is built here and logged as one field: Twisted's formatter
+        # would parse an eight-field format string for every call (measured).
+        # The fields stay in the event for the JSON log.
         self.log.info(
-            "{gate}/{door} event={event} delivery={delivery} request={request_id} "
-            "→ {status} {detail}",
-            request_id=getattr(request, "request_id", "-"),
+            "{line}",
+            line=f"{gate}/{door} event={event} delivery={delivery} request={request_id} "
+            f"→ {status} {detail}",
+            request_id=request_id,
             gate=gate,
             door=door,
-            event=outcome.event if outcome else "-",
-            delivery=outcome.delivery if outcome and outcome.delivery else "-",
+            event=event,
+            delivery=delivery,
             status=status,
             detail=detail,
         )
