@@ -18,6 +18,8 @@ setup(
         "treq>=24.9",
         "service-identity>=24.1",
         "prometheus-client>=0.20",
+        # the gates' JSON parsing and the notifications' encoding
+        "orjson>=3.13",
     ],
     extras_require={
         "test": [

@@ -115,6 +115,11 @@ def steps(body: bytes, signature: str, number: int):
     def json_loads_only():
         return lambda: json.loads(body)
 
+    def orjson_loads_only():
+        import orjson
+
+        return lambda: orjson.loads(body)
+
     def render():
         from notifications.renderers import github as render
 
@@ -284,6 +289,7 @@ def steps(body: bytes, signature: str, number: int):
         ),
         ("HMAC-SHA256 of the body and compare", hmac_check, 1),
         ("JSON parsing: json.loads alone", json_loads_only, 1),
+        ("JSON parsing: orjson.loads alone", orjson_loads_only, 1),
         ("JSON parsing: parse_json_object (loads + depth check)", json_parse, 1),
         ("rendering: render('push', payload)", render, 1),
         ("GitHub gate.process (HMAC + parsing + rendering + notification)", gate_process, 1),

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from .jsonutil import dumps
 
 #: AMQP shortstr fields (routing key, message id) are at most 255 bytes.
 MAX_SHORTSTR = 255
@@ -39,8 +40,13 @@ class Notification:
         }
 
     def to_json(self) -> bytes:
-        """UTF-8 JSON, non-ASCII characters kept as they are."""
-        return json.dumps(self.as_dict(), ensure_ascii=False, separators=(",", ":")).encode()
+        """Compact UTF-8 JSON, non-ASCII characters kept as they are.
+
+        What ``json.dumps(..., ensure_ascii=False, separators=(",", ":"))``
+        wrote before, but for the spelling of some floats: see
+        :func:`notifications.jsonutil.dumps`.
+        """
+        return dumps(self.as_dict())
 
     @property
     def routing_key(self) -> str:

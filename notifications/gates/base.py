@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import hmac
 import json
+import math
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+import orjson
 from twisted.internet.defer import Deferred
 
 from ..config import Config
+from ..jsonutil import NonFiniteFloat
 from ..notification import Notification
 
 BAD_REQUEST = "Bad request."
@@ -115,25 +118,69 @@ class Gate:
             raise GateError(403, UNAUTHORIZED, "missing or wrong door token")
 
 
-def _depth_checked(value: Any) -> Any:
-    # An iterative walk: a recursive one would itself hit the recursion limit.
-    # Only containers go on the stack: most values of a payload are scalars.
-    stack = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
-        for child in item.values() if isinstance(item, dict) else item:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return value
+#: orjson keeps integers in [-2**63, 2**64) exact and reads larger ones as floats.
+_INT64_BOUND = 2.0**63
+
+
+class _ReadAsFloat(Exception):
+    """orjson read an integer past 64 bits as a float: only the stdlib keeps it exact."""
+
+
+def _depth_checked(container: dict | list, depth: int, from_orjson: bool) -> None:
+    # Recursive, descending only into containers, and no further than the
+    # limit: at most MAX_JSON_DEPTH frames, whatever the input. Classes are
+    # compared with `is`: a parsed value is made of exact dicts and lists.
+    # A float past 2**63 that orjson read may be an integer it could not keep.
+    for child in container.values() if type(container) is dict else container:
+        kind = type(child)
+        if kind is dict or kind is list:
+            if depth == MAX_JSON_DEPTH:
+                raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+            _depth_checked(child, depth + 1, from_orjson)
+        elif kind is float and from_orjson and not -_INT64_BOUND < child < _INT64_BOUND:
+            raise _ReadAsFloat
+
+
+def _read_float(text: str) -> float:
+    value = float(text)
+    return value if math.isfinite(value) else NonFiniteFloat(value)
+
+
+def _read_constant(name: str) -> float:
+    return NonFiniteFloat(name)  # NaN, Infinity, -Infinity
 
 
 def parse_json_object(raw: bytes | str) -> dict[str, Any]:
-    """Parse a JSON object, or raise a 400 :class:`GateError` saying why."""
+    """Parse a JSON object, or raise a 400 :class:`GateError` saying why.
+
+    orjson reads the body. A body it refuses, or may read differently, goes
+    to the standard library's reading, which then decides and says why: so
+    what is accepted, its values and the reasons of a 400 are the stdlib's.
+    orjson refuses invalid UTF-8 or JSON, lone surrogate escapes, NaN and
+    Infinity, numbers past a double and nesting past 1024 levels; a body that
+    is not an object is refused either way, and an integer past 64 bits,
+    which orjson reads as a float, must stay an exact int.
+    """
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _parse_with_stdlib(raw)
+    if type(value) is not dict:
+        # Not an object, or (nested past the stdlib's recursion limit) too deep.
+        return _parse_with_stdlib(raw)
+    try:
+        _depth_checked(value, 1, True)
+    except _ReadAsFloat:
+        return _parse_with_stdlib(raw)
+    return value
+
+
+def _parse_with_stdlib(raw: bytes | str) -> dict[str, Any]:
+    # The reference reading, and the only one before orjson. The NaN and
+    # infinities it reads are marked for the notification's encoder.
     try:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        value = json.loads(text)
+        value = json.loads(text, parse_float=_read_float, parse_constant=_read_constant)
     except UnicodeDecodeError:
         raise bad_request("body is not valid UTF-8") from None
     except RecursionError:
@@ -148,7 +195,8 @@ def parse_json_object(raw: bytes | str) -> dict[str, Any]:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
             raise bad_request("body has an unpaired surrogate escape") from None
-    return _depth_checked(value)
+    _depth_checked(value, 1, False)
+    return value
 
 
 def parse_form(raw: bytes) -> list[tuple[str, str]]:
