@@ -8,7 +8,6 @@ the side actions run, and the actions report is the answer.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import deque
 from typing import Any
@@ -25,6 +24,7 @@ from .config import GATES, Config
 from .dashboard import Dashboard
 from .gates import Gate, GateCall, GateError, Outcome
 from .http import GateSite
+from .jsonutil import dumps
 from .metrics import Metrics
 from .notification import RoutingKeyTooLong
 from .openapi import OpenAPIResource
@@ -46,7 +46,7 @@ def _plain(request, status: int, body: str) -> bytes:
 def _json(request, status: int, value: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return json.dumps(value, ensure_ascii=False).encode()
+    return dumps(value)
 
 
 class Leaf(Resource):
