@@ -162,15 +162,16 @@ local function time_accepted(body)
    if took > amax then amax = took end
 end
 
+-- The report's JSON may be compact or spaced: %s* takes both.
 function response(status, headers, body)
    answered = answered + 1
    if status >= 200 and status < 300 then
       s2xx = s2xx + 1
-      if find(body, '"status": "published"', 1, true) then
+      if find(body, '"status":%s*"published"') then
          published = published + 1
-      elseif find(body, '"status": "queued"', 1, true) then
+      elseif find(body, '"status":%s*"queued"') then
          queued = queued + 1
-      elseif find(body, '"status": "failed"', 1, true) then
+      elseif find(body, '"status":%s*"failed"') then
          failed = failed + 1
       elseif body == "ok" then
          ok = ok + 1
