@@ -1288,8 +1288,8 @@ def print_table(
     header = (
         f"{'server':<9} {'wk':>2} {'conns':>5} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} "
         f"{'max ms':>7} {'non-2xx':>7} {'errors':>6} {'peak RSS MB':>11} "
-        f"{'CPU% srv/wrk/mq/other':>21} {'2xx':>8} {'in queue':>8} {'count':>8} {'/bare':>6}"
-        + (f" {'/1 wk':>6}" if worker_ratios else "")
+        f"{'CPU% srv/wrk/mq/other':>21} {'CPU µs/call':>11} {'2xx':>8} {'in queue':>8} "
+        f"{'count':>8} {'/bare':>6}" + (f" {'/1 wk':>6}" if worker_ratios else "")
     )
     print(header)
     print("-" * len(header))
@@ -1299,11 +1299,15 @@ def print_table(
         cpu = f"{load.server_cpu:.0f}/{load.wrk_cpu:.0f}/{load.broker_cpu:.0f}/{load.other_cpu:.0f}"
         workers = "-" if load.server == "bare" else str(load.workers)
         by_workers = worker_ratios.get(load.label)
+        # The server's CPU time per answered call: steadier from run to run
+        # than the request rate, which moves with whatever else the cores do.
+        per_call = load.server_cpu / 100 * 1e6 / load.rate if load.rate else 0.0
         print(
             f"{load.server:<9} {workers:>2} {load.connections:>5} {load.rate:>8.0f} "
             f"{ms(load.latency_ms['p50']):>7} {ms(load.latency_ms['p99']):>7} "
             f"{ms(load.latency_ms['max']):>7} {load.non2xx:>7} {load.errors:>6} "
-            f"{load.rss_peak_mb:>11.1f} {cpu:>21} {load.ok2xx + load.warmup_2xx:>8} "
+            f"{load.rss_peak_mb:>11.1f} {cpu:>21} {per_call:>11.0f} "
+            f"{load.ok2xx + load.warmup_2xx:>8} "
             f"{'-' if count is None else count:>8} {verdict:>8} "
             f"{'-' if ratio is None else f'{ratio:.2f}':>6}"
             + (f" {'-' if by_workers is None else f'{by_workers:.2f}':>6}" if worker_ratios else "")
@@ -1314,7 +1318,8 @@ def print_table(
             "both counted in the queue; wk: daemon processes taking calls (--workers); peak "
             "RSS: the largest sum of VmRSS over the server's processes (the twistd parent and "
             "its workers), sampled, or VmHWM for one process; CPU srv: every server process; "
-            "other: the rest of the machine, this script included)"
+            "other: the rest of the machine, this script included; CPU µs/call: CPU srv over "
+            "req/s)"
         )
 
 
