@@ -16,6 +16,7 @@ instead of stopping the others.
 from __future__ import annotations
 
 import argparse
+import gc
 import hashlib
 import hmac
 import io
@@ -276,6 +277,98 @@ def steps(body: bytes, signature: str, number: int):
 
         return run
 
+    def whole_call(per_commit: int):
+        # The daemon's own WebApp and Site, the real gate, outbox and
+        # dispatcher, on a Clock, with no socket and no thread: the outbox
+        # runs on the calling thread (without fsync) and a stand-in publisher confirms what it was given once the
+        # requests are in. per_commit requests go as one outbox group, as
+        # under load. The call line goes to a text log observer in memory.
+        import shutil
+
+        from twisted.internet import defer
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.task import Clock
+        from twisted.internet.testing import StringTransport
+        from twisted.logger import globalLogPublisher, textFileLogObserver
+
+        from notifications.dispatcher import Dispatcher
+        from notifications.gates import make_gates
+        from notifications.outbox import Outbox
+        from notifications.web import WebApp
+
+        class Publisher:
+            exchange = "notifications"
+            connected = True
+
+            def __init__(self):
+                self.connected_listeners = []
+                self.waiting = []
+
+            def startService(self):
+                pass
+
+            def publish(self, routing_key, body, message_id, timestamp=None):
+                d = defer.Deferred()
+                self.waiting.append(d)
+                return d
+
+        settings = config()
+        clock = Clock()
+        clock.advance(1_800_000_000)
+        folder = Path(tempfile.mkdtemp(prefix="components-call-"))
+        outbox = Outbox(folder, clock, synchronous="normal", threaded=False)
+        # No fsync at all, not even at checkpoints: their time on this disk
+        # varies by milliseconds, and this step is about the CPU of a call.
+        outbox._batcher.connection.execute("PRAGMA synchronous=OFF")
+        outbox.max_messages = 10**9
+        publisher = Publisher()
+        dispatcher = Dispatcher(outbox, publisher, clock)
+        dispatcher.running = True
+        app = WebApp(settings, dispatcher, make_gates(settings), clock)
+        site = app.site("all")
+        sink = io.StringIO()
+        globalLogPublisher.addObserver(textFileLogObserver(sink))
+        channels = []
+        for port in range(per_commit):
+            channel = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000 + port))
+            # Its timeouts on the Clock: the global reactor, not running here,
+            # would pile up their cancelled delayed calls.
+            channel.callLater = clock.callLater
+            channel.makeConnection(StringTransport())
+            channels.append(channel)
+        counter = iter(range(10**9))
+
+        def request() -> bytes:
+            head = (
+                b"POST /gate/GitHub/Acme HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                b"Content-Type: application/json\r\nX-GitHub-Event: push\r\n"
+                b"X-GitHub-Delivery: d-%d\r\nX-Hub-Signature-256: sha256=%s\r\n"
+                b"Content-Length: %d\r\n\r\n"
+            ) % (next(counter), signature.encode(), len(body))
+            return head + body
+
+        def run():
+            batcher = outbox._batcher
+            batcher._running = True  # the requests' adds queue up: one group
+            for channel in channels:
+                channel.dataReceived(request())
+            batcher._next()
+            waiting, publisher.waiting = publisher.waiting, []
+            for d in waiting:
+                d.callback(None)
+            for channel in channels:
+                if b"200 OK" not in channel.transport.value():
+                    raise RuntimeError(channel.transport.value()[:300].decode())
+                channel.transport.clear()
+            sink.seek(0)
+            sink.truncate()
+
+        run.cleanup = lambda: shutil.rmtree(folder, True)
+        # As the daemon does once started (tap.freeze_startup_objects).
+        gc.collect()
+        gc.freeze()
+        return run
+
     return [
         (
             "twisted.web: parse the request, dispatch, answer (bare, no form parsing)",
@@ -302,6 +395,12 @@ def steps(body: bytes, signature: str, number: int):
         ("outbox: 1 call per commit, synchronous=normal", outbox("normal", 1), 1),
         ("outbox: 16 calls per commit, synchronous=full (per call)", outbox("full", 16), 16),
         ("outbox: 16 calls per commit, synchronous=normal (per call)", outbox("normal", 16), 16),
+        (
+            "a whole call in one process: HTTP in, gate, outbox (no fsync), publish, answer",
+            lambda: whole_call(1),
+            1,
+        ),
+        ("the same, 16 calls per outbox commit (per call)", lambda: whole_call(16), 16),
     ]
 
 

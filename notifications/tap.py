@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import signal
 import sys
 
@@ -207,12 +208,26 @@ def makeService(options: Options, reactor=None) -> service.MultiService:
         )
     }
     top, app = make_daemon(config, reactor)
+    reactor.callWhenRunning(freeze_startup_objects)
     if listeners["admin"]:
         listen(top, listeners["public"], app.site("public"))
         listen(top, listeners["admin"], app.site("admin"))
     else:
         listen(top, listeners["public"], app.site("all"))
     return top
+
+
+def freeze_startup_objects() -> None:
+    """Keep what start-up built (modules, Twisted, the configuration) out of
+    every later garbage collection: ``gc.freeze`` for a long-running server.
+
+    A gate call makes a hundred or so containers (its parsed payload among
+    them), so collections run every few calls, and each went over the whole
+    start-up heap: 48 µs per call, 16 µs frozen, in benchmarks/components.py's
+    whole-call step.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def make_daemon(config: Config, reactor) -> tuple[service.MultiService, WebApp]:

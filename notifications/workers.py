@@ -188,7 +188,7 @@ def worker_main(argv: list[str] | None = None) -> int:
 
     from twisted.internet import reactor
 
-    from .tap import make_daemon
+    from .tap import freeze_startup_objects, make_daemon
 
     if arguments.json_logs:
         observer = jsonFileLogObserver(sys.stdout)
@@ -222,6 +222,7 @@ def worker_main(argv: list[str] | None = None) -> int:
 
     top.startService()
     reactor.addSystemEventTrigger("before", "shutdown", stop)
+    reactor.callWhenRunning(freeze_startup_objects)
     reactor.run()
     return 0
 
