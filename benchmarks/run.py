@@ -1073,6 +1073,7 @@ PROFILE_RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ),
     ("JSON encoding (notification, report)", "/json/encoder.py", None),
     ("JSON encoding (notification, report)", "/json/__init__.py", frozenset({"dumps"})),
+    ("JSON encoding (notification, report)", "notifications/jsonutil.py", None),
     ("rendering (text, link, group)", "notifications/renderers/", None),
     ("rendering (text, link, group)", "notifications/analyzers.py", None),
     ("gate logic (headers, checks, routing key, report)", "notifications/gates/", None),
@@ -1138,8 +1139,10 @@ def classify_outbox(frames: list[tuple[str, str, int]]) -> str:
         if filename.endswith("/threading.py") and function.endswith("wait"):
             return "idle (waiting for work)"
         if filename.endswith("notifications/outbox.py"):
-            # The statement is on the frame's line, or the closure is named after it.
-            source = linecache.getline(filename, line) + " " + function.upper()
+            # The statement is on the frame's line or the next two (a call
+            # spread over lines), or the closure is named after it.
+            source = " ".join(linecache.getline(filename, n) for n in range(line, line + 3))
+            source += " " + function.upper()
             for word, bucket in (
                 ("COMMIT", "COMMIT (WAL write and fsync)"),
                 ("BEGIN", "BEGIN IMMEDIATE"),
