@@ -280,9 +280,10 @@ def steps(body: bytes, signature: str, number: int):
     def whole_call(per_commit: int):
         # The daemon's own WebApp and Site, the real gate, outbox and
         # dispatcher, on a Clock, with no socket and no thread: the outbox
-        # runs on the calling thread (without fsync) and a stand-in publisher confirms what it was given once the
-        # requests are in. per_commit requests go as one outbox group, as
-        # under load. The call line goes to a text log observer in memory.
+        # runs on the calling thread (without fsync) and a stand-in
+        # publisher confirms what it was given once the requests are in.
+        # per_commit requests go as one outbox group, as under load. The
+        # call line goes to a text log observer in memory.
         import shutil
 
         from twisted.internet import defer
