@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -206,11 +207,26 @@ class _Batcher:
                 return results
             self.next_id = first_id
 
-    def _attempt_whole(self, operations: Sequence) -> list[tuple[bool, Any]]:
-        results: list[tuple[bool, Any]] = []
+    @contextmanager
+    def _transaction_cursor(self):
+        """A cursor in a ``BEGIN IMMEDIATE`` transaction: committed at the end
+        (unless SQLite already rolled it back), rolled back on an error."""
         cursor = self.connection.cursor()
         cursor.execute("BEGIN IMMEDIATE")
         try:
+            yield cursor
+            if self.connection.in_transaction:
+                cursor.execute("COMMIT")
+        except BaseException:
+            if self.connection.in_transaction:
+                self.connection.rollback()
+            raise
+        finally:
+            cursor.close()
+
+    def _attempt_whole(self, operations: Sequence) -> list[tuple[bool, Any]]:
+        results: list[tuple[bool, Any]] = []
+        with self._transaction_cursor() as cursor:
             index = 0
             while index < len(operations):
                 operation = operations[index]
@@ -226,13 +242,6 @@ class _Batcher:
                 else:
                     results.append((True, operation(cursor)))
                 index += 1
-            cursor.execute("COMMIT")
-        except BaseException:
-            if self.connection.in_transaction:
-                self.connection.rollback()
-            raise
-        finally:
-            cursor.close()
         return results
 
     def _write_adds(self, cursor: sqlite3.Cursor, adds: Sequence[_Add]) -> list[tuple[bool, Any]]:
@@ -283,9 +292,7 @@ class _Batcher:
 
     def _attempt(self, operations, failed: dict[int, Exception]):
         results: list[tuple[bool, Any]] = []
-        cursor = self.connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction_cursor() as cursor:
             for index, operation in enumerate(operations):
                 if index in failed:
                     results.append((False, failed[index]))
@@ -300,18 +307,13 @@ class _Batcher:
                 except Exception as error:  # handed to that operation's caller
                     self.next_id = next_id
                     if not self.connection.in_transaction:
+                        # SQLite rolled the whole transaction back: replay
+                        # the group without this one.
                         failed[index] = error
                         return None
                     cursor.execute("ROLLBACK TO operation")
                     results.append((False, error))
                 cursor.execute("RELEASE operation")
-            cursor.execute("COMMIT")
-        except BaseException:
-            if self.connection.in_transaction:
-                self.connection.rollback()
-            raise
-        finally:
-            cursor.close()
         return results
 
     def _done(self, outcome, group) -> None:
