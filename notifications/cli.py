@@ -687,18 +687,24 @@ def notification_from_args(config: Config, args: argparse.Namespace) -> Publicat
 
 async def publish(reactor, config: Config, notification: Notification, message_id: str) -> None:
     """Publish with publisher confirms; return once the broker has acknowledged it."""
-    from txamqp.content import Content
-
+    from .amqp.connection import PublishEncoder
     from .publisher import message_properties
 
     confirms = Confirms()
     client, channel = await connected(start_connection(reactor, config, confirms), config)
     try:
         await channel.confirm_select()
-        channel.basic_publish(
-            exchange=config.broker.exchange,
-            routing_key=notification.routing_key.encode(),
-            content=Content(notification.to_json(), properties=message_properties(message_id)),
+        # The daemon's own framing: txamqp's basic_publish counts a non-ASCII
+        # exchange name or message id in characters, not bytes.
+        properties = message_properties(message_id)
+        encoder = PublishEncoder(channel.id, config.broker.exchange, client.MAX_LENGTH, properties)
+        client.transport.write(
+            encoder.encode(
+                notification.routing_key.encode(),
+                notification.to_json(),
+                message_id.encode(),
+                properties["timestamp"],
+            )
         )
         # Not the gates' short publish_timeout: nobody is waiting on an HTTP answer here.
         timeout = config.broker.connect_timeout
