@@ -504,6 +504,16 @@ class Server:
                     count += 1
         return count
 
+    def stop_and_check(self, outcome: Outcome, label: str) -> None:
+        """Stop the daemon, then check its log for tracebacks."""
+        self.stop()
+        problems = self.problems()
+        outcome.check(
+            f"{label}: no traceback in the daemon's log",
+            problems == 0,
+            f"{problems} lines (log: {self.log})",
+        )
+
     def log_lines(self, text: str) -> list[str]:
         """The lines of the daemon's log (its workers' included) that contain ``text``."""
         if self.log is None or not self.log.exists():
@@ -1437,13 +1447,7 @@ def gateway_run(
         return load, in_queue, verdict
     finally:
         if server is not None:
-            server.stop()
-            problems = server.problems()
-            outcome.check(
-                f"{label}: no traceback in the daemon's log",
-                problems == 0,
-                f"{problems} lines (log: {server.log})",
-            )
+            server.stop_and_check(outcome, label)
         broker.teardown(setup.exchange, setup.queue)
 
 
@@ -1769,13 +1773,7 @@ def scenario_outage(options, workdir: Path, broker: Broker, outcome: Outcome) ->
         if poller is not None:
             poller.stop()
         if server is not None:
-            server.stop()
-            problems = server.problems()
-            outcome.check(
-                "outage: no traceback in the daemon's log",
-                problems == 0,
-                f"{problems} lines (log: {server.log})",
-            )
+            server.stop_and_check(outcome, "outage")
         proxy.stop()
         broker.teardown(setup.exchange, setup.queue)
 
@@ -2050,13 +2048,7 @@ def scenario_memory(options, workdir: Path, broker: Broker, outcome: Outcome) ->
         if purger is not None:
             purger.stop()
         if server is not None:
-            server.stop()
-            problems = server.problems()
-            outcome.check(
-                "memory: no traceback in the daemon's log",
-                problems == 0,
-                f"{problems} lines (log: {server.log})",
-            )
+            server.stop_and_check(outcome, "memory")
         broker.teardown(setup.exchange, setup.queue)
 
 
