@@ -16,11 +16,13 @@ instead of stopping the others.
 from __future__ import annotations
 
 import argparse
+import atexit
 import gc
 import hashlib
 import hmac
 import io
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +37,13 @@ from payloads import github_push  # noqa: E402
 
 PUSH_COMMITS = 12
 SECRET = "bench-secret"  # noqa: S105 - a made-up secret to sign with
+
+
+def scratch_folder(prefix: str) -> Path:
+    """A temporary folder (configuration copy, outbox), removed when the script ends."""
+    folder = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def timed(function, number: int, repeat: int) -> float:
@@ -129,9 +138,7 @@ def steps(body: bytes, signature: str, number: int):
     def config():
         from notifications.config import load_config
 
-        folder = Path(tempfile.mkdtemp(prefix="components-"))
-        import shutil
-
+        folder = scratch_folder("components-")
         shutil.copytree(ROOT / "etc", folder / "etc")
         credentials = json.loads((folder / "etc" / "credentials.json").read_text())
         credentials["services"] = [
@@ -233,7 +240,7 @@ def steps(body: bytes, signature: str, number: int):
             gate = make_gates(config())["GitHub"]
             outcome = gate.process(GateCall(door="Acme", headers=headers, body=body))
             message = outcome.publications[0].notification.to_json()
-            folder = Path(tempfile.mkdtemp(prefix="components-outbox-"))
+            folder = scratch_folder("components-outbox-")
             box = Outbox(folder, Clock(), synchronous=synchronous, threaded=False)
             box.max_messages = 10**9
             counter = iter(range(10**9))
@@ -284,8 +291,6 @@ def steps(body: bytes, signature: str, number: int):
         # publisher confirms what it was given once the requests are in.
         # per_commit requests go as one outbox group, as under load. The
         # call line goes to a text log observer in memory.
-        import shutil
-
         from twisted.internet import defer
         from twisted.internet.address import IPv4Address
         from twisted.internet.task import Clock
@@ -316,7 +321,7 @@ def steps(body: bytes, signature: str, number: int):
         settings = config()
         clock = Clock()
         clock.advance(1_800_000_000)
-        folder = Path(tempfile.mkdtemp(prefix="components-call-"))
+        folder = scratch_folder("components-call-")
         outbox = Outbox(folder, clock, synchronous="normal", threaded=False)
         # No fsync at all, not even at checkpoints: their time on this disk
         # varies by milliseconds, and this step is about the CPU of a call.
@@ -364,7 +369,6 @@ def steps(body: bytes, signature: str, number: int):
             sink.seek(0)
             sink.truncate()
 
-        run.cleanup = lambda: shutil.rmtree(folder, True)
         # As the daemon does once started (tap.freeze_startup_objects).
         gc.collect()
         gc.freeze()
