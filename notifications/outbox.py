@@ -237,12 +237,14 @@ class _Batcher:
                     results.extend(self._write_adds(cursor, operations[index:end]))
                     index = end
                     continue
-                if isinstance(operation, _Remove):
-                    results.append((True, operation.run(cursor, self)))
-                else:
-                    results.append((True, operation(cursor)))
+                results.append((True, self._run_one(operation, cursor)))
                 index += 1
         return results
+
+    def _run_one(self, operation, cursor: sqlite3.Cursor) -> Any:
+        if isinstance(operation, _Add | _Remove):
+            return operation.run(cursor, self)
+        return operation(cursor)
 
     def _write_adds(self, cursor: sqlite3.Cursor, adds: Sequence[_Add]) -> list[tuple[bool, Any]]:
         """Write a run of adds: one dedup query, then one INSERT per table."""
@@ -300,10 +302,7 @@ class _Batcher:
                 cursor.execute("SAVEPOINT operation")
                 next_id = self.next_id
                 try:
-                    if isinstance(operation, _Add | _Remove):
-                        results.append((True, operation.run(cursor, self)))
-                    else:
-                        results.append((True, operation(cursor)))
+                    results.append((True, self._run_one(operation, cursor)))
                 except Exception as error:  # handed to that operation's caller
                     self.next_id = next_id
                     if not self.connection.in_transaction:

@@ -216,7 +216,6 @@ class PublishEncoder:
         if set(properties) != set(PUBLISH_PROPERTIES):
             raise ValueError(f"cannot encode the properties {sorted(properties)}")
         self.channel = channel
-        self.frame_max = frame_max
         #: The largest body frame payload: the frame's 7-byte header and its end octet.
         self._chunk = frame_max - 8
         # class, method, reserved short, exchange; then the routing key and the bits.
