@@ -11,6 +11,7 @@ reached a queue bound to the exchange. See benchmarks/README.rst.
     python benchmarks/run.py overload        # max_in_progress 16, then 4x as many connections
     python benchmarks/run.py memory          # 1,000,000 small Notification calls, RSS sampled
     python benchmarks/run.py all --profile   # the four, with py-spy during the 16-connection run
+    python benchmarks/run.py compare --against 9c9f5c2   # that version and this one, alternated
     python benchmarks/run.py --smoke         # the four, tiny (what the test suite runs)
 
 Exit status: 0 when every check passed, 1 when a count did not match or a
@@ -30,6 +31,7 @@ import contextlib
 import hashlib
 import hmac
 import http.client
+import io
 import json
 import linecache
 import math
@@ -39,8 +41,10 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -590,13 +594,14 @@ def write_config(
     broker_port: int,
     synchronous: str,
     max_in_progress: int | None = None,
+    source: Path = ROOT,
 ) -> GatewaySetup:
     """A copy of etc/ with a unique exchange, a temporary outbox and a known GitHub secret
-    (and ``[gate] max_in_progress`` when given)."""
+    (and ``[gate] max_in_progress`` when given); ``source``: the checkout whose etc/ it is."""
     tag = uuid.uuid4().hex[:12]
     folder = workdir / f"gateway-{tag}"
     etc = folder / "etc"
-    shutil.copytree(ROOT / "etc", etc)
+    shutil.copytree(source / "etc", etc)
     exchange = f"notifications-bench-{tag}"
     storage = folder / "var"
     text = (etc / "notifications.toml").read_text()
@@ -632,10 +637,12 @@ def write_config(
     credentials["services"] = [s for s in credentials["services"] if s["gate"] != "Phabricator"]
     credentials_path.write_text(json.dumps(credentials, indent=4))
     (etc / "dockerhub-tokens.json").write_text("{}\n")
-    config = load_config(etc / "notifications.toml", environ={})
-    assert config.broker.exchange == exchange  # noqa: S101 - our own edit, checked
-    if max_in_progress is not None:
-        assert config.max_in_progress == max_in_progress  # noqa: S101 - likewise
+    if source == ROOT:
+        # Another version's configuration is that version's to read.
+        config = load_config(etc / "notifications.toml", environ={})
+        assert config.broker.exchange == exchange  # noqa: S101 - our own edit, checked
+        if max_in_progress is not None:
+            assert config.max_in_progress == max_in_progress  # noqa: S101 - likewise
     return GatewaySetup(
         folder, etc / "notifications.toml", exchange, f"{exchange}-count", secret, storage
     )
@@ -654,9 +661,16 @@ def twistd_command(options) -> list[str]:
 
 
 def start_gateway(
-    options, setup: GatewaySetup, wait_connected: bool = True, workers: int = 1
+    options,
+    setup: GatewaySetup,
+    wait_connected: bool = True,
+    workers: int = 1,
+    source: Path | None = None,
 ) -> Server:
     """``twistd -n notifications`` on a free port; ``--workers`` when ``workers`` > 1.
+
+    ``source``: a checkout whose code the daemon runs (first on its
+    ``PYTHONPATH``, its ``twisted/plugins`` included) instead of the installed one.
 
     It is ready when ``/status`` answers and (``wait_connected``) the broker
     connection is up: ``/health`` says so for one process; with workers,
@@ -670,6 +684,10 @@ def start_gateway(
         for name, value in os.environ.items()
         if not name.startswith("BROKER_") and name != "NOTIFICATIONS_CONFIG"
     }
+    if source is not None:
+        environ["PYTHONPATH"] = os.pathsep.join(
+            [str(source), *filter(None, [environ.get("PYTHONPATH")])]
+        )
     command = [
         *twistd_command(options),
         "--pidfile=",
@@ -1284,6 +1302,12 @@ class Outcome:
         return all(ok for _, ok, _ in self.checks)
 
 
+def cpu_per_call(load: Load) -> float:
+    """The server's CPU time per answered call (µs): steadier from run to run
+    than the request rate, which moves with whatever else the cores do."""
+    return load.server_cpu / 100 * 1e6 / load.rate if load.rate else 0.0
+
+
 def ms(value: float) -> str:
     return f"{value:.1f}" if value < 100 else f"{value:.0f}"
 
@@ -1312,9 +1336,7 @@ def print_table(
         cpu = f"{load.server_cpu:.0f}/{load.wrk_cpu:.0f}/{load.broker_cpu:.0f}/{load.other_cpu:.0f}"
         workers = "-" if load.server == "bare" else str(load.workers)
         by_workers = worker_ratios.get(load.label)
-        # The server's CPU time per answered call: steadier from run to run
-        # than the request rate, which moves with whatever else the cores do.
-        per_call = load.server_cpu / 100 * 1e6 / load.rate if load.rate else 0.0
+        per_call = cpu_per_call(load)
         print(
             f"{load.server:<9} {workers:>2} {load.connections:>5} {load.rate:>8.0f} "
             f"{ms(load.latency_ms['p50']):>7} {ms(load.latency_ms['p99']):>7} "
@@ -1376,19 +1398,26 @@ def gateway_run(
     workers=1,
     max_in_progress=None,
     expect_refusals=False,
+    source: Path | None = None,
 ) -> tuple[Load, int, str]:
     """One daemon, one queue, a warm-up and a measured wrk run; the count checked.
 
     ``expect_refusals``: 503 answers with ``Retry-After`` are expected (the
     overload scenario checks them itself) instead of being a failure.
+    ``source``: run the code (and the etc/) of that checkout (see :func:`start_gateway`).
     """
     setup = write_config(
-        workdir, options.broker_host, options.broker_port, options.synchronous, max_in_progress
+        workdir,
+        options.broker_host,
+        options.broker_port,
+        options.synchronous,
+        max_in_progress,
+        source=source or ROOT,
     )
     broker.setup(setup.exchange, setup.queue)
     server = None
     try:
-        server = start_gateway(options, setup, workers=workers)
+        server = start_gateway(options, setup, workers=workers, source=source)
         request = request_of(server.port, setup.secret)
         answered = 0
         if options.warmup > 0:
@@ -1625,6 +1654,133 @@ def scenario_throughput(options, workdir: Path, broker: Broker, outcome: Outcome
                 + " + ".join(f"{mb:.1f}" for mb in children)
                 + " MB)"
             )
+
+
+def git(*arguments: str, binary: bool = False) -> str | bytes:
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(ROOT), *arguments], capture_output=True, check=True, timeout=60
+        )
+    except (OSError, subprocess.SubprocessError) as error:
+        detail = getattr(error, "stderr", b"") or str(error).encode()
+        detail = detail.decode(errors="replace").strip() if isinstance(detail, bytes) else detail
+        raise BenchError(f"git {' '.join(arguments)}: {detail}") from None
+    return done.stdout if binary else done.stdout.decode().strip()
+
+
+def export_version(revision: str, workdir: Path) -> tuple[str, Path]:
+    """The files of a git revision in a folder of their own: (short commit id, folder)."""
+    commit = git("rev-parse", "--short", "--verify", f"{revision}^{{commit}}")
+    folder = workdir / f"version-{commit}"
+    archive = git("archive", "--format=tar", commit, binary=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(folder, filter="data")
+    return commit, folder
+
+
+def check_source(name: str, source: Path) -> None:
+    """Make sure a daemon started with ``source`` first on its path runs that code."""
+    probe = (
+        "import notifications, twisted.plugins.notifications_plugin as plugin; "
+        "print(notifications.__file__); print(plugin.__file__)"
+    )
+    environ = dict(os.environ, PYTHONPATH=str(source))
+    # -P: like twistd (a script), without the current folder first on the path.
+    done = subprocess.run(
+        [sys.executable, "-P", "-c", probe],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=60,
+    )
+    paths = done.stdout.split()
+    if done.returncode != 0 or len(paths) != 2:
+        raise BenchError(f"{name}: cannot import its code: {done.stderr.strip()[-500:]}")
+    for path in paths:
+        if not Path(path).resolve().is_relative_to(source.resolve()):
+            raise BenchError(f"{name}: the daemon would run {path}, not the code in {source}")
+    print(f"  {name}: {Path(paths[0]).parent}")
+
+
+def scenario_compare(options, workdir: Path, broker: Broker, outcome: Outcome) -> None:
+    """The gateway of another revision and of this checkout, side by side.
+
+    Figures taken hours apart on a shared machine differ by more than most
+    changes: only versions measured in the same minutes, in alternating order
+    (ABBA: A B, B A, A B…), compare.
+    """
+    commit, folder = export_version(options.against, workdir)
+    this = f"{git('describe', '--always', '--dirty')} (this checkout)"
+    # (label of its runs, name in the table, code)
+    versions = [(commit, commit, folder), ("this", this, ROOT)]
+    for _, name, source in versions:
+        check_source(name, source)
+    print(
+        f"\n== compare: the gateway of {commit} and of {this}, {options.rounds} round"
+        f"{'s' if options.rounds > 1 else ''} in alternating order, at "
+        f"{', '.join(map(str, options.connections))} connections, {options.duration:g} s each "
+        f"(GitHub push, {len(json.dumps(github_push(PUSH_COMMITS)))} bytes, signed)"
+    )
+    loads: dict[tuple[str, int], list[Load]] = collections.defaultdict(list)
+    for index in range(options.rounds):
+        for prefix, name, source in versions if index % 2 == 0 else versions[::-1]:
+            for connections in options.connections:
+                label = f"{prefix}-{connections}-round{index + 1}"
+                load, in_queue, verdict = gateway_run(
+                    options,
+                    workdir,
+                    broker,
+                    outcome,
+                    github_request,
+                    connections,
+                    label,
+                    options.duration,
+                    source=source,
+                )
+                loads[name, connections].append(load)
+                outcome.rows.append(
+                    load.as_dict()
+                    | {"scenario": "compare", "version": name, "round": index + 1}
+                    | {"in_queue": in_queue, "count": verdict}
+                )
+                print(
+                    f"  {label}: {load.rate:.0f} req/s, {cpu_per_call(load):.0f} µs of CPU per "
+                    f"call, p99 {ms(load.latency_ms['p99'])} ms, {in_queue} in the queue {verdict}",
+                    flush=True,
+                )
+
+    def spread(values: list[float], digits: str = ".0f") -> str:
+        low, high = min(values), max(values)
+        return f"{low:{digits}}" if low == high else f"{low:{digits}}–{high:{digits}}"
+
+    print(f"\nCompared (GitHub push, 7 KB signed; min–max of {options.rounds} runs)")
+    header = (
+        f"{'version':<30} {'conns':>5} {'req/s':>13} {'p50 ms':>11} {'p99 ms':>11} "
+        f"{'CPU µs/call':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for connections in options.connections:
+        for _, name, _ in versions:
+            runs = loads[name, connections]
+            print(
+                f"{name:<30} {connections:>5} {spread([x.rate for x in runs]):>13} "
+                f"{spread([x.latency_ms['p50'] for x in runs], '.1f'):>11} "
+                f"{spread([x.latency_ms['p99'] for x in runs], '.1f'):>11} "
+                f"{spread([cpu_per_call(x) for x in runs]):>11}"
+            )
+    for connections in options.connections:
+        old, new = loads[commit, connections], loads[this, connections]
+        ratio = statistics.median(x.rate for x in new) / (
+            statistics.median(x.rate for x in old) or 1
+        )
+        cpu = statistics.median(cpu_per_call(x) for x in new) / (
+            statistics.median(cpu_per_call(x) for x in old) or 1
+        )
+        print(
+            f"  {connections} connections: this checkout / {commit}, medians: req/s × {ratio:.2f}, "
+            f"CPU per call × {cpu:.2f}"
+        )
 
 
 class HealthPoller(threading.Thread):
@@ -2096,8 +2252,8 @@ def parse_args(argv: list[str] | None = None):
         "scenario",
         nargs="?",
         default="throughput",
-        choices=["throughput", "outage", "overload", "memory", "all"],
-        help="what to run",
+        choices=["throughput", "outage", "overload", "memory", "all", "compare"],
+        help="what to run (all: the first four; compare: see --against)",
     )
     parser.add_argument(
         "--smoke",
@@ -2113,6 +2269,18 @@ def parse_args(argv: list[str] | None = None):
         "throughput scenario runs the gateway with 1 then N workers and prints the ratio",
     )
     parser.add_argument("--duration", type=float, default=15, help="seconds per throughput run")
+    parser.add_argument(
+        "--against",
+        metavar="REV",
+        help="compare: the git revision (commit, tag, branch) whose gateway is measured beside "
+        "this checkout's, its code and etc/ taken from git",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="compare: runs of each version at each connection count, the order alternated",
+    )
     parser.add_argument("--connections", default="16,64", help="throughput connection counts")
     parser.add_argument(
         "--no-bare", action="store_true", help="throughput: the gateway only (no ratio)"
@@ -2222,6 +2390,10 @@ def parse_args(argv: list[str] | None = None):
     options.connections = [int(c) for c in str(options.connections).split(",") if c.strip()]
     if options.workers < 1:
         parser.error("--workers must be 1 or more")
+    if options.scenario == "compare" and not options.against:
+        parser.error("compare needs --against REV")
+    if options.rounds < 1:
+        parser.error("--rounds must be 1 or more")
     if options.smoke:
         options.scenario = "all" if options.scenario == "throughput" else options.scenario
         options.duration = 1
@@ -2266,6 +2438,7 @@ def main(argv: list[str] | None = None) -> int:
                 "outage": scenario_outage,
                 "overload": scenario_overload,
                 "memory": scenario_memory,
+                "compare": scenario_compare,
             }[name](options, workdir, broker, outcome)
     except BenchError as error:
         print(f"run.py: {error}", file=sys.stderr)

@@ -3,14 +3,16 @@
 No timing is asserted here (timings are noisy): only that the four scenarios
 (throughput with a 2-worker run, outage, overload, memory) run to the end,
 print their tables, that every call answered 2xx was counted in the queue,
-and that the overload run's refusals were all 503 with Retry-After. It needs
-RabbitMQ and ``wrk``: on CI (``CI=true``) either missing is a failure;
-elsewhere a missing ``wrk`` skips the test.
+and that the overload run's refusals were all 503 with Retry-After; and that
+``compare`` runs another revision's daemon from git beside this checkout's.
+They need RabbitMQ and ``wrk``: on CI (``CI=true``) either missing is a
+failure; elsewhere a missing ``wrk`` skips the test.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -34,14 +36,14 @@ def _broker_answers() -> bool:
         return False
 
 
-def test_benchmark_smoke():
+def _run(*arguments: str) -> str:
     if shutil.which("wrk") is None:
         unavailable("wrk is not installed (apt-get install wrk)")
     if not _broker_answers():
         # Like every broker test of the suite: no broker is a failure, never a skip.
         pytest.fail(f"RabbitMQ is not answering on {BROKER_HOST}:{BROKER_PORT}", pytrace=False)
     done = subprocess.run(
-        [sys.executable, str(RUN), "--smoke"],
+        [sys.executable, str(RUN), *arguments],
         capture_output=True,
         text=True,
         timeout=120,
@@ -49,6 +51,11 @@ def test_benchmark_smoke():
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
+    return output
+
+
+def test_benchmark_smoke():
+    output = _run("--smoke")
     for title in (
         "Throughput (GitHub push",
         "Outage (broker cut",
@@ -71,4 +78,26 @@ def test_benchmark_smoke():
         assert f"OK   {scenario}: messages in the queue = 2xx answers" in output, output
     assert "OK   overload: every non-2xx is a 503 with Retry-After" in output, output
     assert "MISMATCH" not in output, output
+    assert "result: PASS" in output, output
+
+
+def test_benchmark_compare_smoke():
+    """Two rounds against HEAD: each version's own code, in alternating order, counted."""
+    commit = subprocess.run(
+        ["git", "-C", str(RUN.parent), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    output = _run("compare", "--against", "HEAD", "--smoke", "--connections", "4", "--rounds", "2")
+    exported = re.search(rf"^  {commit}: (\S+)$", output, re.MULTILINE)
+    assert exported is not None, output
+    assert f"version-{commit}" in exported.group(1), output
+    runs = re.findall(r"^  (\S+)-4-round(\d): \d+ req/s", output, re.MULTILINE)
+    # Round 1: the other revision first; round 2: this checkout first.
+    assert runs == [(commit, "1"), ("this", "1"), ("this", "2"), (commit, "2")], output
+    assert "Compared (GitHub push" in output and "CPU µs/call" in output, output
+    assert re.search(r"4 connections: .* medians: req/s × [0-9.]+, CPU per call", output), output
+    assert output.count(": messages in the queue = 2xx answers") == 4, output
+    assert "FAIL" not in output.replace("result: PASS", ""), output
     assert "result: PASS" in output, output
