@@ -174,12 +174,20 @@ def steps(body: bytes, signature: str, number: int):
 
         return run
 
-    def logging_lines(access_line: bool):
-        from twisted.logger import Logger, LogPublisher, textFileLogObserver
+    def logging_lines(observer: str, access_line: bool = False):
+        # The call line as web.CallHandler logs it ("{line}", the fields kept
+        # for the JSON log), through the daemon's text observer under
+        # `twistd -n` (logtext) or Twisted's own (what twistd builds otherwise).
+        from twisted.logger import FileLogObserver, Logger, LogPublisher, textFileLogObserver
         from twisted.web.http import combinedLogFormatter
 
+        from notifications.logtext import classic_formatter
+
         sink = io.StringIO()
-        publisher = LogPublisher(textFileLogObserver(sink))
+        if observer == "daemon":
+            publisher = LogPublisher(FileLogObserver(sink, classic_formatter()))
+        else:
+            publisher = LogPublisher(textFileLogObserver(sink))
         log = Logger(namespace="notifications.web.CallHandler", observer=publisher)
 
         class FakeRequest:
@@ -198,33 +206,34 @@ def steps(body: bytes, signature: str, number: int):
                 return b"GitHub-Hookshot/bench" if name == b"user-agent" else None
 
         request = FakeRequest()
+        fields = {
+            "gate": "GitHub",
+            "door": "Acme",
+            "event": "push",
+            "delivery": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+            "request_id": "3f1c0d2e9a7b4c55",
+            "status": 200,
+            "detail": "AMQPAction acme.widgets.github.push published",
+        }
 
         def run():
             log.info(
-                "{gate}/{door} event={event} delivery={delivery} request={request_id} "
-                "→ {status} {detail}",
-                gate="GitHub",
-                door="Acme",
-                event="push",
-                delivery="72d3162e-cc78-11e3-81ab-4c9367dc0958",
-                request_id="3f1c0d2e9a7b4c55",
-                status=200,
-                detail="AMQPAction acme.widgets.github.push published",
+                "{line}",
+                line="{gate}/{door} event={event} delivery={delivery} request={request_id} "
+                "→ {status} {detail}".format(**fields),
+                **fields,
             )
-            if not access_line:
-                sink.seek(0)
-                sink.truncate()
-                return
-            publisher(
-                {
-                    "log_format": "{log_io}",
-                    "log_io": combinedLogFormatter("28/Nov/2026:09:11:39 +0000", request),
-                    "log_level": None,
-                    "log_namespace": "twisted.python.log",
-                    "log_time": time.time(),
-                    "log_system": "-",
-                }
-            )
+            if access_line:
+                publisher(
+                    {
+                        "log_format": "{log_io}",
+                        "log_io": combinedLogFormatter("28/Nov/2026:09:11:39 +0000", request),
+                        "log_level": None,
+                        "log_namespace": "twisted.python.log",
+                        "log_time": time.time(),
+                        "log_system": "-",
+                    }
+                )
             sink.seek(0)
             sink.truncate()
 
@@ -393,8 +402,17 @@ def steps(body: bytes, signature: str, number: int):
         ("GitHub gate.process (HMAC + parsing + rendering + notification)", gate_process, 1),
         ("notification to JSON + routing key", notification_json, 1),
         ("actions report to JSON", report_json, 1),
-        ("logging: the call line (one per gate call today)", lambda: logging_lines(False), 1),
-        ("logging: the call line + an access line (before)", lambda: logging_lines(True), 1),
+        (
+            "logging: the call line, the daemon's text observer (twistd -n)",
+            lambda: logging_lines("daemon"),
+            1,
+        ),
+        ("logging: the call line, Twisted's text observer", lambda: logging_lines("twisted"), 1),
+        (
+            "logging: the call line + an access line, Twisted's observer",
+            lambda: logging_lines("twisted", access_line=True),
+            1,
+        ),
         ("AMQP framing: basic.publish of the message (PublishEncoder)", amqp_publish, 1),
         ("outbox: 1 call per commit, synchronous=full", outbox("full", 1), 1),
         ("outbox: 1 call per commit, synchronous=normal", outbox("normal", 1), 1),

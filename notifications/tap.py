@@ -16,6 +16,7 @@ from .clients.projects import projects_map_status
 from .config import Config, ConfigError, config_path, load_config
 from .dispatcher import Dispatcher
 from .gates import make_gates
+from .logtext import use_text_logs
 from .outbox import Outbox, OutboxUnavailable
 from .publisher import Publisher
 from .web import WebApp
@@ -76,6 +77,8 @@ class Options(usage.Options):
             raise usage.UsageError("--workers must be 1 or more")
         if self["json-logs"]:
             use_json_logs(self.parent)
+        else:
+            use_text_logs(self.parent)
         path = config_path(self["config"])
         try:
             self["configuration"] = load_config(path)

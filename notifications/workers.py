@@ -32,12 +32,12 @@ from twisted.internet import defer, protocol
 from twisted.logger import (
     FileLogObserver,
     Logger,
-    formatEventAsClassicLogText,
     globalLogBeginner,
     jsonFileLogObserver,
 )
 
 from .config import Config, ConfigError, load_config
+from .logtext import classic_formatter
 
 
 def bind(description: str, listen: bool = True) -> socket.socket:
@@ -193,10 +193,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     if arguments.json_logs:
         observer = jsonFileLogObserver(sys.stdout)
     else:
-        prefix = f"[worker {arguments.index}] "
-        observer = FileLogObserver(
-            sys.stdout, lambda event: prefix + (formatEventAsClassicLogText(event) or "")
-        )
+        observer = FileLogObserver(sys.stdout, classic_formatter(f"[worker {arguments.index}] "))
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
     try:
         config = load_config(Path(arguments.config))
