@@ -177,11 +177,11 @@ def steps(body: bytes, signature: str, number: int):
     def logging_lines(observer: str, access_line: bool = False):
         # The call line as web.CallHandler logs it ("{line}", the fields kept
         # for the JSON log), through the daemon's text observer under
-        # `twistd -n` (logtext) or Twisted's own (what twistd builds otherwise).
+        # `twistd -n` (notifications.logs) or Twisted's own (what twistd builds otherwise).
         from twisted.logger import FileLogObserver, Logger, LogPublisher, textFileLogObserver
         from twisted.web.http import combinedLogFormatter
 
-        from notifications.logtext import classic_formatter
+        from notifications.logs import classic_formatter
 
         sink = io.StringIO()
         if observer == "daemon":

@@ -1112,7 +1112,7 @@ PROFILE_RULES: list[tuple[str, str, frozenset[str] | None]] = [
     ("logging (the call line)", "twisted/logger/", None),
     ("logging (the call line)", "twisted/python/log.py", None),
     ("logging (the call line)", "twisted/python/logfile.py", None),
-    ("logging (the call line)", "notifications/logtext.py", None),
+    ("logging (the call line)", "notifications/logs.py", None),
     ("logging (the call line)", "notifications/web.py", frozenset({"_log_call"})),
     ("logging (the call line)", "notifications/web.py", frozenset({"_summary"})),
     (

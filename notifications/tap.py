@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import gc
 import signal
-import sys
 
 from twisted.application import internet, service
 from twisted.internet import endpoints, threads
-from twisted.logger import Logger, jsonFileLogObserver
+from twisted.logger import Logger
 from twisted.python import usage
 
 from .clients import ClientsService, make_clients
@@ -16,7 +15,7 @@ from .clients.projects import projects_map_status
 from .config import Config, ConfigError, config_path, load_config
 from .dispatcher import Dispatcher
 from .gates import make_gates
-from .logtext import use_text_logs
+from .logs import use_log_observer
 from .outbox import Outbox, OutboxUnavailable
 from .publisher import Publisher
 from .web import WebApp
@@ -75,31 +74,13 @@ class Options(usage.Options):
             self["ports"] = ["tcp:8080"]
         if self["workers"] < 1:
             raise usage.UsageError("--workers must be 1 or more")
-        if self["json-logs"]:
-            use_json_logs(self.parent)
-        else:
-            use_text_logs(self.parent)
+        use_log_observer(self.parent, json_logs=self["json-logs"])
         path = config_path(self["config"])
         try:
             self["configuration"] = load_config(path)
         except ConfigError as error:
             # One clear line and a non-zero exit, not a usage text or a traceback.
             raise SystemExit(f"notifications: configuration error: {error}") from None
-
-
-def json_log_observer():
-    """twistd's ``--logger`` factory for ``--json-logs``: JSON lines on standard output."""
-    return jsonFileLogObserver(sys.stdout)
-
-
-def use_json_logs(runner_options) -> None:
-    """Ask the runner (twistd or twist) to log JSON; it starts logging after the options."""
-    if runner_options is None:
-        return
-    if hasattr(runner_options, "opt_log_format"):  # twist
-        runner_options.opt_log_format("json")
-    else:  # twistd resolves this name once every option is parsed
-        runner_options["logger"] = f"{__name__}.json_log_observer"
 
 
 class ConfigurationReloader(service.Service):

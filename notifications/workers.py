@@ -33,11 +33,10 @@ from twisted.logger import (
     FileLogObserver,
     Logger,
     globalLogBeginner,
-    jsonFileLogObserver,
 )
 
 from .config import Config, ConfigError, load_config
-from .logtext import classic_formatter
+from .logs import classic_formatter, json_log_observer
 
 
 def bind(description: str, listen: bool = True) -> socket.socket:
@@ -191,7 +190,7 @@ def worker_main(argv: list[str] | None = None) -> int:
     from .tap import freeze_startup_objects, make_daemon
 
     if arguments.json_logs:
-        observer = jsonFileLogObserver(sys.stdout)
+        observer = json_log_observer()
     else:
         observer = FileLogObserver(sys.stdout, classic_formatter(f"[worker {arguments.index}] "))
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)

@@ -1,6 +1,6 @@
 """The daemon's text log lines: Twisted's, byte for byte, and who writes them.
 
-``notifications.logtext`` remembers the timestamp of the last second instead
+``notifications.logs`` remembers the timestamp of the last second instead
 of formatting it for every event; everything else is Twisted's own
 ``formatEventAsClassicLogText``. Its lines are compared with Twisted's for
 generated sequences of events (in UTC and in a zone with daylight saving
@@ -22,7 +22,7 @@ from twisted.logger import FileLogObserver, LogLevel, formatEventAsClassicLogTex
 from twisted.python.failure import Failure
 from twisted.scripts.twistd import ServerOptions
 
-from notifications import logtext, tap
+from notifications import logs
 from tests.conftest import make_config, test_broker
 
 #: 2026-03-29 01:00:00 UTC: Europe/Paris goes from +0100 to +0200.
@@ -87,33 +87,33 @@ def test_the_lines_are_twisteds(sequence):
     for name in ("UTC", "Europe/Paris"):
         with zone(name):
             # One formatter for the whole sequence: the remembered second carries over.
-            format_event = logtext.classic_formatter()
+            format_event = logs.classic_formatter()
             for event in sequence:
                 assert format_event(event) == formatEventAsClassicLogText(event), name
 
 
 def test_each_second_is_formatted_once_and_right():
-    format_time = logtext.SecondTimeFormatter()
+    format_time = logs.SecondTimeFormatter()
     first = format_time(1_800_000_000.1)
     assert format_time(1_800_000_000.9) is first  # remembered within the second
     later = format_time(1_800_000_001.0)
-    assert later != first and later == logtext.formatTime(1_800_000_001.0)
+    assert later != first and later == logs.formatTime(1_800_000_001.0)
     assert format_time(1_800_000_000.5) == first  # going back: formatted again, same text
     assert format_time(None) == "-"
     # datetime rounds to the microsecond: the last one of a second is the next.
     edge = 1_800_000_001 - 1e-7
-    assert format_time(edge) == logtext.formatTime(edge) == later
+    assert format_time(edge) == logs.formatTime(edge) == later
     assert format_time(1_800_000_000.2) == first
 
 
 def test_a_prefix_goes_before_each_line_and_an_empty_event_writes_nothing(tmp_path):
     path = tmp_path / "log"
     with path.open("w") as output:
-        observer = FileLogObserver(output, logtext.classic_formatter("[worker 1] "))
+        observer = FileLogObserver(output, logs.classic_formatter("[worker 1] "))
         observer({"log_format": "", "log_time": 1_800_000_000.0})
         observer({"log_format": "two\nlines", "log_time": 1_800_000_000.0, "log_system": "s"})
         observer({"log_time": 1_800_000_000.0})
-    stamp = logtext.formatTime(1_800_000_000.0)
+    stamp = logs.formatTime(1_800_000_000.0)
     assert path.read_text() == f"[worker 1] {stamp} [s] two\n\tlines\n"
 
 
@@ -129,9 +129,9 @@ def _parsed(tmp_path: Path, *before: str, after: tuple[str, ...] = ()) -> Server
 @pytest.mark.parametrize(
     ("before", "after", "observer"),
     [
-        (("-n",), (), logtext.text_log_observer),
-        (("--nodaemon", "--logfile=-"), (), logtext.text_log_observer),
-        (("-n",), ("--json-logs",), tap.json_log_observer),
+        (("-n",), (), logs.text_log_observer),
+        (("--nodaemon", "--logfile=-"), (), logs.text_log_observer),
+        (("-n",), ("--json-logs",), logs.json_log_observer),
         (("-n", "--logfile", "daemon.log"), (), None),
         (("-n", "--syslog"), (), None),
         (("-n", "--logger", "twisted.logger.globalLogPublisher"), (), "given"),
@@ -150,12 +150,16 @@ def test_twistd_logs_through_the_text_observer_only_where_it_would_write_the_sam
         assert options["logger"] is observer
 
 
-def test_twist_keeps_its_own_observer():
+def test_twist_keeps_its_own_text_observer_and_is_asked_for_json():
     class TwistOptions(dict):
-        def opt_log_format(self, value):  # what use_text_logs recognises twist by
-            raise AssertionError("not called for text")
+        formats: list[str] = []
+
+        def opt_log_format(self, value):  # what use_log_observer recognises twist by
+            self.formats.append(value)
 
     options = TwistOptions(nodaemon=True)
-    logtext.use_text_logs(options)
-    logtext.use_text_logs(None)
-    assert "logger" not in options
+    logs.use_log_observer(options, json_logs=False)
+    logs.use_log_observer(None, json_logs=False)
+    assert "logger" not in options and options.formats == []
+    logs.use_log_observer(options, json_logs=True)
+    assert "logger" not in options and options.formats == ["json"]

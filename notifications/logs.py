@@ -1,11 +1,13 @@
-"""The daemon's text log: twisted.logger's classic lines, for less CPU.
+"""The daemon's log observers, and how the runner (twistd or twist) is asked for them.
 
-Twisted's text observer formats the time of every event from scratch (two
-time-zone lookups and a ``strftime``): 7 of the 18 µs that one call line
-costs in it, measured, and the daemon writes a line per gate call. The lines
-here are the same, byte for byte: Twisted's own
-``formatEventAsClassicLogText`` writes them, with a time formatter that
-remembers the text of the last second (the format has no finer unit).
+``--json-logs`` gives twisted.logger's JSON, one object per line; otherwise
+the lines are twisted.logger's classic text, for less CPU: Twisted's text
+observer formats the time of every event from scratch (two time-zone
+lookups and a ``strftime``), 7 of the 18 µs that one call line costs in it,
+measured, and the daemon writes a line per gate call. The lines here are
+the same, byte for byte: Twisted's own ``formatEventAsClassicLogText``
+writes them, with a time formatter that remembers the text of the last
+second (the format has no finer unit).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from twisted.logger import (
     FileLogObserver,
     formatEventAsClassicLogText,
     formatTime,
+    jsonFileLogObserver,
     timeFormatRFC3339,
 )
 
@@ -67,17 +70,31 @@ def text_log_observer() -> FileLogObserver:
     return FileLogObserver(sys.stdout, classic_formatter())
 
 
-def use_text_logs(runner_options) -> None:
-    """Under ``twistd -n`` logging to standard output, log with :func:`text_log_observer`.
+def json_log_observer() -> FileLogObserver:
+    """twistd's ``--logger`` factory for ``--json-logs``: JSON lines on standard output."""
+    return jsonFileLogObserver(sys.stdout)
 
-    Only when twistd would have written the same lines there itself: no
-    ``--logfile`` (or ``--logfile -``), ``--syslog`` or ``--logger`` given. A
-    daemonized twistd (its own rotating ``twistd.log``) and ``twist`` keep
-    their observers.
+
+def use_log_observer(runner_options, json_logs: bool) -> None:
+    """Ask the runner for the daemon's observer; it starts logging after the options.
+
+    ``json_logs``: JSON, always (``twist --log-format json``, or
+    :func:`json_log_observer` for twistd). Text: :func:`text_log_observer`,
+    only under ``twistd -n`` where twistd would have written the same lines to
+    standard output itself: no ``--logfile`` (or ``--logfile -``),
+    ``--syslog`` or ``--logger`` given. A daemonized twistd (its own rotating
+    ``twistd.log``) and ``twist`` keep their text observers.
     """
-    if runner_options is None or hasattr(runner_options, "opt_log_format"):  # twist
+    if runner_options is None:
         return
-    if (
+    if hasattr(runner_options, "opt_log_format"):  # twist
+        if json_logs:
+            runner_options.opt_log_format("json")
+        return
+    # twistd resolves these names once every option is parsed.
+    if json_logs:
+        runner_options["logger"] = f"{__name__}.json_log_observer"
+    elif (
         runner_options.get("nodaemon")
         and runner_options.get("logfile") in (None, "", "-")
         and not runner_options.get("syslog")
