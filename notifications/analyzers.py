@@ -178,6 +178,17 @@ class Analyzers:
                 else:
                     self._configs[(service, path.stem)] = config
 
+    def __eq__(self, other: object) -> bool:
+        # Two readings are equal when they read the same files the same way
+        # (a reload says what it changed).
+        if not isinstance(other, Analyzers):
+            return NotImplemented
+        return (self.directory, self._configs, self._defaults) == (
+            other.directory,
+            other._configs,
+            other._defaults,
+        )
+
     def files(self) -> list[Path]:
         """The analyzer files that were read."""
         return [Path(c.source) for c in (*self._configs.values(), *self._defaults.values())]

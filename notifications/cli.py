@@ -18,34 +18,44 @@ import argparse
 import hashlib
 import hmac
 import json
-import os
-import re
 import sys
-import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.task import deferLater, react
-from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
+from .amqp.connection import BrokerEvents
 from .clients import Clients, make_clients
 from .clients.http import RemoteServiceError
 from .clients.projects import cache_path, projects_map_status
+from .commands import outbox as outbox_commands
+from .commands import tail as tail_commands
+from .commands.common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    PROG,
+    CommandError,
+    close_connection,
+    complain,
+    connected,
+    format_table,
+    load,
+    printing_warnings,
+    reporting_errors,
+    run_react,
+    say,
+    start_connection,
+)
 from .config import FEATURES, GATES, Config, ConfigError, Service, config_path, load_config
 from .config import validate_files as find_config_problems
 from .gates import GateCall, GateError, Outcome, Publication, make_gates
 from .notification import Notification, RoutingKeyTooLong
-
-PROG = "notifications"
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from .publisher import Confirms, PublicationRefused
 
 #: The door the ``send`` command and Notification payloads use when none is given.
 CLI_DOOR = "cli"
@@ -56,31 +66,6 @@ RECONNECT_DELAYS = (1, 2, 4, 8, 16, 30)
 SEPARATOR = " — "
 
 
-class CommandError(Exception):
-    """A problem the user can fix: printed as one line, with an exit code."""
-
-    def __init__(self, message: str, code: int = EXIT_FAILURE):
-        super().__init__(message)
-        self.code = code
-
-
-def say(line: str = "", stream: TextIO | None = None) -> None:
-    """Print one line and flush it at once, as ``tail`` output is often piped."""
-    stream = stream or sys.stdout
-    stream.write(line + "\n")
-    stream.flush()
-
-
-def complain(message: str) -> None:
-    """Print one ``notifications: …`` line on stderr."""
-    say(f"{PROG}: {message}", sys.stderr)
-
-
-def load(args: argparse.Namespace) -> Config:
-    """The configuration named by ``--config`` (or its default)."""
-    return load_config(config_path(args.config))
-
-
 # config show ----------------------------------------------------------------
 
 
@@ -89,24 +74,13 @@ def service_status(config: Config, service: Service) -> str:
     return projects_map_status(config, service)
 
 
-def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    """Columns aligned with spaces, a rule under the headers."""
-    widths = [max(len(row[column]) for row in (headers, *rows)) for column in range(len(headers))]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
-
-    rule = "  ".join("-" * width for width in widths)
-    return [line(headers).rstrip(), rule, *(line(row).rstrip() for row in rows)]
-
-
 def show_config(config: Config) -> list[str]:
     """The lines of ``config show``: what ``/config`` reports, and never a secret."""
     gates = ", ".join(GATES) if config.feature("Gate") else "none (the Gate feature is off)"
     broker = config.broker
     lines = [
         f"Configuration: {config.path}",
-        f"Broker: {broker.host}:{broker.port}, vhost {broker.vhost}, "
+        f"Broker: {broker.describe()}, vhost {broker.vhost}, "
         f"exchange {broker.exchange}" + (", TLS" if broker.tls else ""),
         "",
         f"Gates: {gates}",
@@ -324,27 +298,6 @@ def command_payload(args: argparse.Namespace) -> int:
 # phabricator projectsmap ----------------------------------------------------
 
 
-def print_client_warning(event: dict) -> None:
-    """Print a warning of the clients (a Conduit call that failed…) on stderr."""
-    namespace = event.get("log_namespace") or ""
-    if namespace.startswith("notifications.clients") and event.get("log_level") in (
-        LogLevel.warn,
-        LogLevel.error,
-        LogLevel.critical,
-    ):
-        complain(f"warning: {formatEvent(event)}")
-
-
-@contextmanager
-def printing_warnings() -> Iterator[None]:
-    """While active, the clients' warnings are printed (no log is set up in a command)."""
-    globalLogPublisher.addObserver(print_client_warning)
-    try:
-        yield
-    finally:
-        globalLogPublisher.removeObserver(print_client_warning)
-
-
 async def projectsmap_main(reactor, config: Config) -> None:
     services = [service for service in config.services if service.gate == "Phabricator"]
     if not services:
@@ -376,289 +329,25 @@ def command_projectsmap(args: argparse.Namespace) -> int:
         return run_react(reporting_errors, projectsmap_main, config)
 
 
-# Running in the reactor -----------------------------------------------------
-
-
-def run_react(main: Callable[..., Any], *arguments: Any) -> int:
-    """Run ``main(reactor, *arguments)`` in the reactor until it is done; its exit code."""
-    try:
-        react(main, arguments)
-    except SystemExit as done:
-        return done.code if isinstance(done.code, int) else EXIT_FAILURE
-    return EXIT_OK  # pragma: no cover - react always exits
-
-
-def describe_failure(error: BaseException) -> str:
-    text = str(error).strip()
-    return text or type(error).__name__
-
-
-def start_connection(reactor, config: Config, listener: Any = None) -> defer.Deferred:
-    """Connect and log in to the configured broker; fires with ``(client, channel)``."""
-    from .amqp.connection import connect
-
-    d = connect(reactor, config.broker, listener=listener)
-    # The TCP connection has its own timeout; this one also covers the AMQP log-in.
-    d.addTimeout(config.broker.connect_timeout, reactor)
-    return d
-
-
-async def connected(d: defer.Deferred, config: Config):
-    """The ``(client, channel)`` of :func:`start_connection`, or a :class:`CommandError`."""
-    broker = config.broker
-    where = f"{broker.host}:{broker.port}"
-    try:
-        return await d
-    except defer.TimeoutError:
-        raise CommandError(
-            f"cannot reach the broker at {where}: no answer within {broker.connect_timeout:g} s"
-        ) from None
-    except Exception as error:
-        raise CommandError(
-            f"cannot reach the broker at {where}: {describe_failure(error)}"
-        ) from None
-
-
-async def close_connection(client) -> None:
-    """Close the AMQP connection politely, giving up after two seconds."""
-    try:
-        await client.close(within=2)
-    except Exception:  # noqa: S110 - the connection is going away anyway
-        pass
-
-
-# tail -----------------------------------------------------------------------
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-DIM = "\x1b[2m"
-BOLD = "\x1b[1m"
-RESET = "\x1b[0m"
-
-
-class MalformedMessage(ValueError):
-    """A message on the exchange that is not a notification."""
-
-
-def parse_notification(body: bytes) -> dict[str, Any]:
-    """The JSON object of a message body, or :class:`MalformedMessage`."""
-    try:
-        value = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise MalformedMessage(f"not JSON ({error})") from None
-    if not isinstance(value, dict):
-        raise MalformedMessage("not a JSON object")
-    return value
-
-
-def _field(notification: dict[str, Any], key: str) -> str:
-    value = notification.get(key)
-    text = "" if value is None else value if isinstance(value, str) else json.dumps(value)
-    # A payload must not drive the terminal (escape sequences) or break the line.
-    return _CONTROL.sub(" ", text)
-
-
-def format_notification(notification: dict[str, Any], timestamp: float, colour: bool) -> str:
-    """``[<Mon DD HH:MM:SS>] <project>/<group> <text>``, then `` — <link>`` if there is one."""
-    when = time.strftime("%b %d %H:%M:%S", time.localtime(timestamp))
-    where = f"{_field(notification, 'project')}/{_field(notification, 'group')}"
-    if colour:
-        when, where = f"{DIM}{when}{RESET}", f"{BOLD}{where}{RESET}"
-    line = f"[{when}] {where} {_field(notification, 'text')}"
-    link = _field(notification, "link")
-    return line + (SEPARATOR + link if link else "")
-
-
-def wants_colour(stream: TextIO) -> bool:
-    return stream.isatty() and "NO_COLOR" not in os.environ
-
-
-def reconnect_delays() -> Iterator[int]:
-    """1, 2, 4… seconds, then 30 s for ever."""
-    yield from RECONNECT_DELAYS
-    while True:
-        yield RECONNECT_DELAYS[-1]
-
-
-class Tail:
-    """Prints what arrives on a temporary queue bound to the exchange, reconnecting as needed."""
-
-    def __init__(
-        self, reactor, config: Config, patterns: Sequence[str], as_json: bool, count: int | None
-    ):
-        self.reactor = reactor
-        self.config = config
-        self.patterns = tuple(patterns) or ("#",)
-        self.as_json = as_json
-        self.count = count
-        self.colour = wants_colour(sys.stdout)
-        self.received = 0
-        self.stopped = False
-        self._client = None
-        self._queue = None
-        self._connecting: defer.Deferred | None = None
-        self._waiting: defer.Deferred | None = None
-        self._done = False
-        self._done_waiters: list[defer.Deferred] = []
-
-    def stop(self) -> defer.Deferred:
-        """Stop listening; fires once the connection is closed."""
-        if not self.stopped:
-            self.stopped = True
-            for pending in (self._connecting, self._waiting):
-                if pending is not None:
-                    pending.cancel()
-            if self._queue is not None:
-                # Wakes the pending get() with Closed, so the loop closes the connection.
-                self._queue.close()
-        if self._done:
-            return defer.succeed(None)
-        d: defer.Deferred = defer.Deferred()
-        self._done_waiters.append(d)
-        return d
-
-    async def run(self) -> None:
-        """Listen until stopped or ``count`` notifications were printed."""
-        try:
-            delays = reconnect_delays()
-            while not self.stopped:
-                try:
-                    listened = await self.listen()
-                except CommandError as error:
-                    if self.stopped:
-                        break
-                    listened = False
-                    complain(str(error))
-                if self.stopped:
-                    break
-                if listened:
-                    delays = reconnect_delays()
-                    complain("lost the connection to the broker")
-                delay = next(delays)
-                complain(f"reconnecting in {delay} s")
-                self._waiting = deferLater(self.reactor, delay)
-                try:
-                    await self._waiting
-                except defer.CancelledError:
-                    break
-                finally:
-                    self._waiting = None
-        finally:
-            self._done = True
-            waiters, self._done_waiters = self._done_waiters, []
-            for waiter in waiters:
-                waiter.callback(None)
-
-    async def listen(self) -> bool:
-        """One connection: bind, consume, print. True if it got as far as listening."""
-        from txamqp.client import Closed as ClientClosed
-        from txamqp.queue import Closed as QueueClosed
-
-        self._connecting = start_connection(self.reactor, self.config, listener=self)
-        try:
-            client, channel = await connected(self._connecting, self.config)
-        finally:
-            self._connecting = None
-        self._client = client
-        listening = False
-        try:
-            if self.stopped:
-                return False
-            self._queue = await self.consume(client, channel)
-            listening = True
-            if self.stopped:  # stopped while binding: stop() could not close the queue
-                return True
-            complain(
-                f"listening on {self.config.broker.exchange} at {self.config.broker.host}:"
-                f"{self.config.broker.port} for {' '.join(self.patterns)} …"
-            )
-            while not self.stopped:
-                self.show(await self._queue.get())
-        except (QueueClosed, ClientClosed):
-            pass
-        except Exception as error:
-            if not listening:
-                raise CommandError(
-                    f"cannot listen on {self.config.broker.exchange}: {describe_failure(error)}"
-                ) from None
-            raise
-        finally:
-            self._queue = None
-            self._client = None
-            await close_connection(client)
-        return listening
-
-    async def consume(self, client, channel):
-        """An exclusive, auto-deleted, server-named queue bound with each pattern."""
-        declared = await channel.queue_declare(exclusive=True, auto_delete=True)
-        for pattern in self.patterns:
-            await channel.queue_bind(
-                queue=declared.queue, exchange=self.config.broker.exchange, routing_key=pattern
-            )
-        reply = await channel.basic_consume(queue=declared.queue, no_ack=True)
-        return await client.queue(reply.consumer_tag)
-
-    def show(self, message) -> None:
-        """Print one message; a malformed one is a warning, not the end."""
-        try:
-            notification = parse_notification(message.content.body)
-        except MalformedMessage as error:
-            complain(
-                f"skipped a message that is not a notification ({message.routing_key}): {error}"
-            )
-            return
-        if self.as_json:
-            # Re-serialized compactly so that each notification is one line.
-            say(json.dumps(notification, ensure_ascii=False, separators=(",", ":")))
-        else:
-            timestamp = message.content.properties.get("timestamp") or time.time()
-            say(format_notification(notification, timestamp, self.colour))
-        self.received += 1
-        if self.count is not None and self.received >= self.count:
-            self.stop()
-
-    def broker_cancel(self, message) -> None:
-        # The broker dropped our consumer (queue deleted): start again on a new queue.
-        if self._client is not None and self._client.transport is not None:
-            self._client.transport.loseConnection()
-
-
-async def tail_main(reactor, config: Config, args: argparse.Namespace) -> None:
-    tail = Tail(reactor, config, args.patterns, args.json, args.count)
-    # Ctrl-C stops the reactor: close the connection first, so the exit is clean.
-    reactor.addSystemEventTrigger("before", "shutdown", tail.stop)
-    timer = reactor.callLater(args.timeout, tail.stop) if args.timeout else None
-    try:
-        await tail.run()
-    finally:
-        if timer is not None and timer.active():
-            timer.cancel()
-
-
-def command_tail(args: argparse.Namespace) -> int:
-    config = load(args)
-    return run_react(reporting_errors, tail_main, config, args)
-
-
 # send -----------------------------------------------------------------------
 
 
-class Confirms:
-    """Waits for the broker's ``basic.ack`` of the one message ``send`` publishes."""
+class SendEvents(BrokerEvents):
+    """The broker's confirms of what ``send`` publishes, tracked as the daemon does."""
 
-    def __init__(self):
-        self.confirmed = defer.Deferred()
+    def __init__(self) -> None:
+        self.confirms = Confirms()
 
     def broker_ack(self, message) -> None:
-        if not self.confirmed.called:
-            self.confirmed.callback(None)
+        self.confirms.ack(message.delivery_tag, message.multiple)
 
     def broker_nack(self, message) -> None:
-        if not self.confirmed.called:
-            self.confirmed.errback(CommandError("the broker refused the message (nack)"))
+        self.confirms.nack(message.delivery_tag, message.multiple)
 
     def broker_return(self, message) -> None:
-        pass  # not published with mandatory: an unrouted notification is normal
+        # Published as mandatory, a notification no queue is bound for comes
+        # back before its confirm: normal on a topic exchange (nobody listens).
+        pass
 
 
 def notification_from_args(config: Config, args: argparse.Namespace) -> Publication:
@@ -690,14 +379,15 @@ async def publish(reactor, config: Config, notification: Notification, message_i
     from .amqp.connection import PublishEncoder
     from .publisher import message_properties
 
-    confirms = Confirms()
-    client, channel = await connected(start_connection(reactor, config, confirms), config)
+    events = SendEvents()
+    client, channel = await connected(start_connection(reactor, config, events), config)
     try:
         await channel.confirm_select()
         # The daemon's own framing: txamqp's basic_publish counts a non-ASCII
         # exchange name or message id in characters, not bytes.
         properties = message_properties(message_id)
         encoder = PublishEncoder(channel.id, config.broker.exchange, client.MAX_LENGTH, properties)
+        confirmed = events.confirms.expect()
         client.transport.write(
             encoder.encode(
                 notification.routing_key.encode(),
@@ -709,9 +399,11 @@ async def publish(reactor, config: Config, notification: Notification, message_i
         # Not the gates' short publish_timeout: nobody is waiting on an HTTP answer here.
         timeout = config.broker.connect_timeout
         try:
-            await confirms.confirmed.addTimeout(timeout, reactor)
+            await confirmed.addTimeout(timeout, reactor)
         except defer.TimeoutError:
             raise CommandError(f"no confirm from the broker within {timeout:g} s") from None
+        except PublicationRefused:
+            raise CommandError("the broker refused the message (nack)") from None
     finally:
         await close_connection(client)
 
@@ -719,15 +411,6 @@ async def publish(reactor, config: Config, notification: Notification, message_i
 async def send_main(reactor, config: Config, publication: Publication) -> None:
     await publish(reactor, config, publication.notification, publication.message_id)
     say(publication.notification.routing_key)
-
-
-async def reporting_errors(reactor, main, *arguments) -> None:
-    # Inside the reactor a CommandError still ends as one line and an exit code.
-    try:
-        await main(reactor, *arguments)
-    except CommandError as error:
-        complain(str(error))
-        raise SystemExit(error.code) from None
 
 
 def command_send(args: argparse.Namespace) -> int:
@@ -742,20 +425,6 @@ def command_send(args: argparse.Namespace) -> int:
 
 
 # Command line ---------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError("must be positive")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -795,14 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     projectsmap.set_defaults(command=command_projectsmap)
 
-    tail = commands.add_parser("tail", help="print the notifications published on the exchange")
-    tail.add_argument("patterns", nargs="*", metavar="pattern", help="routing-key patterns (#)")
-    tail.add_argument("--json", action="store_true", help="print each JSON body on one line")
-    tail.add_argument("--count", type=positive_int, metavar="N", help="exit after N messages")
-    tail.add_argument(
-        "--timeout", type=positive_float, metavar="SECONDS", help="exit after that long"
-    )
-    tail.set_defaults(command=command_tail)
+    tail_commands.add_commands(commands)
+    outbox_commands.add_commands(commands)
 
     send = commands.add_parser("send", help="publish a custom notification")
     send.add_argument("--service", required=True, help="the source service")

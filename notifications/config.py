@@ -37,6 +37,7 @@ _HOST_NAME = re.compile(r"(\*\.)?[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "broker": {
         "host": str,
+        "hosts": list,
         "port": int,
         "username": str,
         "password": str,
@@ -127,7 +128,7 @@ def resolve_secret(
 
 @dataclass(frozen=True)
 class BrokerConfig:
-    """Where and how to reach RabbitMQ."""
+    """Where and how to reach RabbitMQ: one node, or the nodes of a cluster."""
 
     host: str = "localhost"
     port: int = 5672
@@ -138,6 +139,19 @@ class BrokerConfig:
     tls: bool = False
     heartbeat: int = 5
     connect_timeout: float = 10.0
+    #: The nodes of a cluster, ``(host, port)`` each; empty for the one node ``host:port``.
+    hosts: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def nodes(self) -> tuple[tuple[str, int], ...]:
+        """Every node the daemon may connect to, ``(host, port)`` each."""
+        return self.hosts or ((self.host, self.port),)
+
+    def describe(self) -> str:
+        """``host:port`` of the node, or of every node of the cluster, comma-separated."""
+        return ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.nodes
+        )
 
 
 @dataclass(frozen=True)
@@ -209,14 +223,41 @@ def _check_types(data: dict[str, Any], path: Path) -> None:
                 raise ConfigError(path, f"[{section}] {key} must be of type {kind}")
 
 
+def parse_node(text: str, default_port: int, where: str) -> tuple[str, int]:
+    """``host``, ``host:port``, ``[v6]`` or ``[v6]:port`` as ``(host, port)``."""
+    value = text.strip()
+    if value.startswith("["):
+        host, bracket, rest = value[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ConfigError(where, f"not a host[:port]: {text!r}")
+        port_text = rest[1:]
+    elif value.count(":") > 1:
+        raise ConfigError(where, f"an IPv6 address takes brackets ([{value}]:port): {text!r}")
+    else:
+        host, _, port_text = value.partition(":")
+    if not host:
+        raise ConfigError(where, f"not a host[:port]: {text!r}")
+    try:
+        port = int(port_text) if port_text else default_port
+    except ValueError:
+        raise ConfigError(where, f"not a port number in {text!r}") from None
+    if not 0 < port < 65536:
+        raise ConfigError(where, f"not a port number in {text!r}")
+    return host, port
+
+
 def _broker(section: dict[str, Any], environ: Mapping[str, str], path: Path) -> BrokerConfig:
     values = {key: value for key, value in section.items() if not key.startswith("password")}
     password = resolve_secret(section, "password", "[broker]", path, environ)
     if password is not None:
         values["password"] = password
+    if "host" in section and "hosts" in section:
+        raise ConfigError(path, "[broker]: give host (one node) or hosts (a cluster), not both")
     for key, variable in _BROKER_ENVIRONMENT.items():
         if variable in environ:
             values[key] = environ[variable]
+            if key == "host":
+                values.pop("hosts", None)
     try:
         values["port"] = int(values.get("port", 5672))
     except ValueError:
@@ -225,6 +266,28 @@ def _broker(section: dict[str, Any], environ: Mapping[str, str], path: Path) -> 
         ) from None
     if not 0 < values["port"] < 65536:
         raise ConfigError("[broker] port", f"not a port number: {values['port']}")
+    # The older deployment's clients accept a comma-separated list in BROKER_HOST.
+    if "BROKER_HOST" in environ and "," in environ["BROKER_HOST"]:
+        values["hosts"] = [name for name in environ["BROKER_HOST"].split(",") if name.strip()] or [
+            ""
+        ]
+        where = "BROKER_HOST"
+    else:
+        where = f"{path}: [broker] hosts"
+    if "hosts" in values:
+        names = values.pop("hosts")
+        if not names:
+            raise ConfigError(where, "the list of nodes is empty")
+        nodes = []
+        for name in names:
+            if not isinstance(name, str):
+                raise ConfigError(where, f"not a host[:port] string: {name!r}")
+            node = parse_node(name, values["port"], where)
+            if node in nodes:
+                raise ConfigError(where, f"{name!r} is listed twice")
+            nodes.append(node)
+        values["hosts"] = tuple(nodes)
+        values["host"], values["port"] = nodes[0]
     return BrokerConfig(**values)
 
 

@@ -98,29 +98,30 @@ class StatusJSON(_Leaf):
         self.reactor = reactor
 
     def render_GET(self, request):
-        d = self.dispatcher.outbox.oldest()
+        d = self.dispatcher.report()
 
-        def answer(oldest: float | None, error: str | None = None) -> None:
+        def answer(outbox: dict) -> None:
             report = status_report(
-                self.config, self.dispatcher, self.recent, self.reactor.seconds(), oldest
+                self.config, self.dispatcher, self.recent, self.reactor.seconds(), outbox
             )
-            if error:
-                report["outbox"]["error"] = error
             if not request._disconnected:
                 _secure(request, b"application/json", cache=b"no-store")
                 request.write(json.dumps(report, ensure_ascii=False).encode())
                 request.finish()
 
-        d.addCallbacks(answer, lambda _: answer(None, "outbox unreadable"))
+        def unreadable(_) -> None:
+            outbox = self.dispatcher.status()
+            outbox.update(oldest_age=None, error="outbox unreadable")
+            answer(outbox)
+
+        d.addCallbacks(answer, unreadable)
         return server.NOT_DONE_YET
 
 
 def status_report(
-    config: Config, dispatcher, recent: Iterable[dict], now: float, oldest: float | None
+    config: Config, dispatcher, recent: Iterable[dict], now: float, outbox: dict
 ) -> dict:
     """The status page's data: gates, broker, outbox, last notifications (newest first)."""
-    outbox = dispatcher.status()
-    outbox["oldest_age"] = None if oldest is None else round(max(0.0, now - oldest), 3)
     return {
         "version": __version__,
         "now": round(now, 3),

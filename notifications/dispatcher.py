@@ -11,13 +11,17 @@ were accepted.
 Memory stays bounded whatever the broker does: at most ``memory_limit``
 entries are kept in memory; past that the outbox is said to have *spilled*
 and entries are paged in from disk as the broker takes them.
+
+The dispatcher neither opens the outbox nor connects the publisher: the
+:class:`~notifications.delivery.DeliveryService` that owns all three starts
+them in order and stops them in the reverse one, the dispatcher's drain first.
 """
 
 from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -51,8 +55,10 @@ class Dispatcher(service.Service):
         self.page = page
         self.drain_timeout = drain_timeout
         self.nack_delay = nack_delay
-        #: How many gate calls are being processed (set by the web layer).
-        self.calls_in_progress: Callable[[], int] = lambda: 0
+        #: Gate calls being processed (between :meth:`call_started` and
+        #: :meth:`call_finished`): they may still store notifications, so the
+        #: drain waits for them.
+        self.calls_in_progress = 0
         self.published = 0
         self.nacked = 0
         self._queue: deque[Entry] = deque()
@@ -61,7 +67,7 @@ class Dispatcher(service.Service):
         #: When each in-flight entry was published (insertion order: oldest first).
         self._sent_at: dict[int, float] = {}
         self._cursor = 0
-        self._spilled = outbox.depth > 0
+        self._spilled = False
         self._loading = False
         self._waiters: dict[int, defer.Deferred] = {}
         #: (deadline, entry id) of the waiters, earliest first; confirmed ones
@@ -70,6 +76,7 @@ class Dispatcher(service.Service):
         self._expiry = None
         self._confirmed: list[int] = []
         self._removing = False
+        self._flush_waiters: list[defer.Deferred] = []
         self._paused: object = None
         self._purge: task.LoopingCall | None = None
         self._refresh: task.LoopingCall | None = None
@@ -80,12 +87,14 @@ class Dispatcher(service.Service):
     # Service -----------------------------------------------------------------
 
     def startService(self) -> None:
+        """Start publishing what the (open) outbox holds, and the periodic chores."""
         super().startService()
+        # What the outbox held at start is read from disk as the broker takes it.
+        self._spilled = self.outbox.depth > 0
         if self._spilled:
             self.log.info(
                 "Replaying {depth} notifications left in the outbox", depth=self.outbox.depth
             )
-        self.publisher.startService()
         self._purge = task.LoopingCall(self._forget_deliveries)
         self._purge.clock = self.reactor
         self._purge.start(3600, now=True)
@@ -110,7 +119,8 @@ class Dispatcher(service.Service):
 
     @defer.inlineCallbacks
     def stopService(self):
-        """Finish the calls in progress, drain for a bounded time, then close."""
+        """Finish the calls in progress and drain for a bounded time; answer the
+        waiters left. The publisher and the outbox are still open afterwards."""
         super().stopService()
         for loop in (self._purge, self._refresh):
             if loop is not None and loop.running:
@@ -130,13 +140,19 @@ class Dispatcher(service.Service):
                 "Stopping with {depth} notifications left in the outbox for the next start",
                 depth=self.outbox.depth - len(self._confirmed),
             )
-        yield self.publisher.stopService()
-        yield self._flush_confirmed()
-        yield self.outbox.close()
+
+    def flush(self) -> defer.Deferred:
+        """Fires once what the broker has confirmed is removed from the outbox."""
+        if not self._removing and not self._confirmed:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._flush_waiters.append(d)
+        self._flush_confirmed()
+        return d
 
     def _idle(self) -> bool:
         return (
-            self.calls_in_progress() == 0
+            self.calls_in_progress == 0
             and not self._queue
             and not self._requeued
             and not self._inflight
@@ -144,6 +160,13 @@ class Dispatcher(service.Service):
         )
 
     # Entering ------------------------------------------------------------------
+
+    def call_started(self) -> None:
+        """A gate call begins: it may store notifications until :meth:`call_finished`."""
+        self.calls_in_progress += 1
+
+    def call_finished(self) -> None:
+        self.calls_in_progress -= 1
 
     def store(self, entries: Sequence[NewEntry], delivery: str | None = None) -> defer.Deferred:
         """Make entries durable, then queue them for the broker; fires with the entries."""
@@ -285,15 +308,21 @@ class Dispatcher(service.Service):
 
         d.addCallbacks(loaded, failed)
 
-    def _flush_confirmed(self) -> defer.Deferred:
-        if self._removing or not self._confirmed:
-            return defer.succeed(None)
+    def _flush_confirmed(self) -> None:
+        # One removal at a time; what is confirmed meanwhile goes with the next.
+        if self._removing:
+            return
+        if not self._confirmed:
+            waiters, self._flush_waiters = self._flush_waiters, []
+            for waiter in waiters:
+                waiter.callback(None)
+            return
         ids, self._confirmed = self._confirmed, []
         self._removing = True
 
-        def removed(_):
+        def removed(_) -> None:
             self._removing = False
-            return self._flush_confirmed()
+            self._flush_confirmed()
 
         def failed(failure):
             # The entries stay on disk: they will be published again (with
@@ -303,14 +332,30 @@ class Dispatcher(service.Service):
         d = self.outbox.remove(ids)
         d.addErrback(failed)
         d.addBoth(removed)
-        return d
 
     # Figures --------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Notifications published and waiting for the broker's confirm."""
+        return len(self._inflight)
+
+    def report(self) -> defer.Deferred:
+        """:meth:`status` and ``oldest_age``, the age in seconds of the oldest
+        notification waiting (None when the outbox is empty), read now."""
+
+        def reported(oldest: float | None) -> dict:
+            figures = self.status()
+            now = self.reactor.seconds()
+            figures["oldest_age"] = None if oldest is None else round(max(0.0, now - oldest), 3)
+            return figures
+
+        return self.outbox.oldest().addCallback(reported)
 
     def status(self) -> dict:
         return {
             "depth": self.outbox.depth,
-            "in_flight": len(self._inflight),
+            "in_flight": self.in_flight,
             "in_memory": len(self._queue) + len(self._requeued),
             "published": self.published,
             "nacked": self.nacked,

@@ -33,11 +33,22 @@ TOO_LONG = _raw_response(
 
 
 class GateRequest(server.Request):
-    """A request that refuses a body over ``site.max_body_size`` without reading it."""
+    """A request that refuses a body over ``site.max_body_size`` without reading it.
+
+    A gate call also carries what its handler (:class:`~.web.CallHandler`)
+    records of it: its id, when its gate was given the body, and whether the
+    handler logged the call's own line (the access log then says nothing).
+    """
 
     log = Logger()
     _refused = False
     _received = 0
+    #: The call's id (``X-Request-Id``, the report's ``requestId``).
+    request_id = "-"
+    #: When the gate was given the body (reactor seconds), for the latency metric.
+    call_started: float | None = None
+    #: Whether the call's line was logged: the access log leaves it out then.
+    call_logged = False
 
     def __init__(self, *args, **kwargs):
         # The gates read bodies themselves: twisted.web need not parse every
@@ -146,5 +157,5 @@ class GateSite(server.Site):
 
     def log(self, request) -> None:
         # A gate call has its own line (with its request id): once is enough.
-        if not getattr(request, "gate_logged", False):
+        if not request.call_logged:
             super().log(request)

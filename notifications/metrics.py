@@ -45,7 +45,7 @@ class StateCollector:
         yield GaugeMetricFamily(
             "notifications_outbox_in_flight",
             "Notifications published and waiting for the broker's confirm",
-            value=len(dispatcher._inflight),
+            value=dispatcher.in_flight,
         )
         yield CounterMetricFamily(
             "notifications_broker_confirmed",
@@ -62,6 +62,15 @@ class StateCollector:
             "1 when the connection to the broker is up",
             value=1 if publisher.connected else 0,
         )
+        node = GaugeMetricFamily(
+            "notifications_broker_node",
+            "The broker node the daemon is connected to (1; no series while disconnected)",
+            labels=["node"],
+        )
+        if publisher.node is not None:
+            # A configured node name: the label values are bounded by the configuration.
+            node.add_metric([publisher.node], 1)
+        yield node
         yield CounterMetricFamily(
             "notifications_broker_reconnects",
             "Connections to the broker made after the first one",

@@ -761,6 +761,11 @@ def _document() -> dict:
         "BrokerState": _object(
             {
                 "connected": {"type": "boolean"},
+                "node": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The node (host:port) connected to; null while disconnected.",
+                },
                 "since": {
                     "type": "number",
                     "description": "Unix time the connection came up (or was lost).",

@@ -9,24 +9,41 @@ statement per table. When one operation of a group fails, the group is
 replayed with one savepoint per operation, so that it does not undo the
 others.
 
-The same database keeps the GitHub delivery ids seen recently, so that a
-redelivery is recognised (and not published twice) across restarts, in the
-same transaction that stores the notification.
+The GitHub delivery ids seen recently are kept in a second database,
+``deliveries.sqlite3``, which every worker of ``--workers`` shares, so that a
+redelivery is recognised (and not published twice) across restarts and
+across the workers. Several processes write it safely because each group's
+check and record happen under SQLite's write lock of that database (``BEGIN
+IMMEDIATE``), held from the check until the group's notifications are
+committed to the outbox: a second worker given the same delivery waits for
+the lock, then sees it. The outbox is committed first, so that a crash
+between the two commits can only forget a delivery id (a redelivery is then
+published again, with the same message id), never remember one whose
+notification was not stored. The deliveries database is written with
+``synchronous = NORMAL``: losing its last commits to a power loss has the
+same harmless effect.
+
+Nothing is opened when an :class:`Outbox` is made: :meth:`Outbox.open`
+(``startService``) takes the directory's lock, opens the databases and
+starts the thread, after twistd has forked.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
+
+from .lockfile import HeldElsewhere, HeldFile, holder
 
 #: ``synchronous`` settings of SQLite in WAL mode: FULL syncs the log at
 #: every commit (a committed notification survives a power loss); NORMAL
@@ -42,12 +59,24 @@ CREATE TABLE IF NOT EXISTS outbox (
     body BLOB NOT NULL,
     created REAL NOT NULL
 );
+"""
+
+_DELIVERIES_SCHEMA = """
 CREATE TABLE IF NOT EXISTS deliveries (
     delivery TEXT PRIMARY KEY,
     seen REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS deliveries_seen ON deliveries (seen);
 """
+
+#: Seconds a worker waits for another worker's hold on the deliveries database.
+DELIVERIES_BUSY_TIMEOUT = 10.0
+
+#: The deliveries database's file name (in the storage directory).
+DELIVERIES_NAME = "deliveries.sqlite3"
+
+#: The file an outbox's holder keeps locked (see :mod:`notifications.lockfile`).
+LOCK_NAME = "outbox.lock"
 
 
 class OutboxError(Exception):
@@ -60,6 +89,15 @@ class OutboxFull(OutboxError):
 
 class OutboxUnavailable(OutboxError):
     """The storage failed (disk full, read-only, I/O error…)."""
+
+
+class OutboxHeld(OutboxUnavailable):
+    """Another living process holds this outbox (a daemon, a drain)."""
+
+    def __init__(self, directory: Path, pid: int | None):
+        holder = f"process {pid}" if pid else "another process"
+        super().__init__(f"the outbox in {directory} is held by {holder}")
+        self.pid = pid
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +135,8 @@ class _Add:
     The batcher writes the adds of a group with one multi-row statement per
     table (see :meth:`_Batcher._write_adds`); :meth:`run` does the same for
     one add alone, inside its own savepoint, when a group has to be replayed
-    operation by operation.
+    operation by operation. Whether its delivery id is a duplicate was
+    decided before (:meth:`_Batcher._check_deliveries`).
     """
 
     __slots__ = ("delivery", "entries", "now", "window")
@@ -109,10 +148,7 @@ class _Add:
         self.window = window
 
     def run(self, cursor: sqlite3.Cursor, batcher: _Batcher) -> list[Entry]:
-        [(ok, value)] = batcher._write_adds(cursor, [self])
-        if not ok:
-            raise value
-        return value
+        return batcher._write_adds(cursor, [self])[0]
 
 
 class _Remove:
@@ -132,21 +168,116 @@ class _Remove:
         return removed
 
 
+def open_database(path: Path, synchronous: str, timeout: float = 5.0) -> sqlite3.Connection:
+    """A SQLite connection in WAL mode, statements in autocommit unless a BEGIN says otherwise."""
+    connection = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=timeout
+    )
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
+    return connection
+
+
+class _Deliveries:
+    """The delivery ids seen recently, in a database the workers share (see the module)."""
+
+    log = Logger()
+
+    def __init__(self, connection: sqlite3.Connection):
+        self.connection = connection
+        self._warned = False
+
+    @classmethod
+    def open(cls, path: Path) -> _Deliveries:
+        connection = open_database(path, "normal", timeout=DELIVERIES_BUSY_TIMEOUT)
+        connection.executescript(_DELIVERIES_SCHEMA)
+        return cls(connection)
+
+    def hold(self, deliveries: Sequence[str]) -> dict[str, float] | None:
+        """Take the write lock and read when each delivery was seen.
+
+        None when the database cannot be used now (locked for too long, an
+        I/O error): the calls are then stored without deduplication, since a
+        redelivery published twice is better than a delivery refused.
+        """
+        try:
+            self.connection.execute("BEGIN IMMEDIATE")
+            seen: dict[str, float] = {}
+            for chunk in _chunks(deliveries):
+                marks = ",".join("?" * len(chunk))
+                seen.update(
+                    self.connection.execute(
+                        f"SELECT delivery, seen FROM deliveries WHERE delivery IN ({marks})",  # noqa: S608
+                        chunk,
+                    ).fetchall()
+                )
+        except sqlite3.Error as error:
+            self.release()
+            self._warn("could not read", error)
+            return None
+        return seen
+
+    def record(self, rows: Sequence[tuple[str, float]]) -> None:
+        """Write the deliveries whose notifications were stored, and let go of the lock."""
+        try:
+            for chunk in _chunks(rows):
+                self.connection.execute(
+                    "INSERT OR REPLACE INTO deliveries (delivery, seen) VALUES "  # noqa: S608
+                    + ",".join(["(?,?)"] * len(chunk)),
+                    [value for row in chunk for value in row],
+                )
+            self.connection.execute("COMMIT")
+        except sqlite3.Error as error:
+            self.release()
+            self._warn("could not record", error)
+
+    def release(self) -> None:
+        """Let go of the lock without recording anything."""
+        if self.connection.in_transaction:
+            self.connection.rollback()
+
+    def forget(self, horizon: float) -> int:
+        cursor = self.connection.execute("DELETE FROM deliveries WHERE seen <= ?", (horizon,))
+        return cursor.rowcount
+
+    def _warn(self, what: str, error: sqlite3.Error) -> None:
+        # Once per failure streak: a broken disk would otherwise log every call.
+        if not self._warned:
+            self._warned = True
+            self.log.warn(
+                "The deliveries database {what}: {error}; GitHub deliveries are stored "
+                "without deduplication until it works again",
+                what=what,
+                error=str(error),
+            )
+
+    def close(self) -> None:
+        self.connection.close()
+
+
 class _Batcher:
     """Runs database operations on one thread, grouped into transactions.
 
     Why the statements are few: the sqlite3 module lets go of the GIL for
     each statement it runs and must take it back afterwards, from a reactor
     thread that holds it most of the time under load. So the adds of a group
-    are written with one multi-row ``INSERT`` per table and a removal is one
-    ``DELETE … IN``, whatever their number, and savepoints are only used when
-    a group has to be replayed because one of its operations failed.
+    are written with one multi-row ``INSERT``, a removal is one ``DELETE …
+    IN``, whatever their number, and savepoints are only used when a group
+    has to be replayed because one of its operations failed.
     """
 
     log = Logger()
 
-    def __init__(self, connection: sqlite3.Connection, reactor, next_id: int, threaded=True):
+    def __init__(
+        self,
+        connection: sqlite3.Connection,
+        deliveries: _Deliveries,
+        reactor,
+        next_id: int,
+        threaded=True,
+    ):
         self.connection = connection
+        self.deliveries = deliveries
         self.reactor = reactor
         #: The id the next stored entry gets: ids are given here (one writer)
         #: so that a multi-row INSERT knows them without reading them back.
@@ -185,27 +316,70 @@ class _Batcher:
         d.addBoth(self._done, group)
 
     def _transaction(self, operations: Sequence) -> list[tuple[bool, Any]]:
-        # On the database thread. First the whole group in one go; if any
-        # statement fails, the group is rolled back and replayed with one
-        # savepoint per operation, so that only the failing ones fail. Some
-        # errors (SQLITE_FULL, I/O errors) make SQLite roll back the whole
-        # transaction even then: that operation is set aside and the replay
-        # starts again with the others.
+        # On the database thread. Duplicates are found first (holding the
+        # deliveries database), then the rest is written: the whole group in
+        # one go; if any statement fails, the group is rolled back and
+        # replayed with one savepoint per operation, so that only the failing
+        # ones fail. Some errors (SQLITE_FULL, I/O errors) make SQLite roll
+        # back the whole transaction even then: that operation is set aside
+        # and the replay starts again with the others.
+        failed = self._check_deliveries(operations)
+        try:
+            results = self._write(operations, failed)
+        except BaseException:
+            self.deliveries.release()
+            raise
+        self._record_deliveries(operations, results)
+        self.batches += 1
+        return results
+
+    def _write(self, operations: Sequence, failed: dict[int, Exception]) -> list[tuple[bool, Any]]:
         first_id = self.next_id
         try:
-            results = self._attempt_whole(operations)
+            return self._attempt_whole(operations, failed)
         except Exception:
             self.next_id = first_id
-        else:
-            self.batches += 1
-            return results
-        failed: dict[int, Exception] = {}
+        failed = dict(failed)
         while True:
             results = self._attempt(operations, failed)
             if results is not None:
-                self.batches += 1
                 return results
             self.next_id = first_id
+
+    def _check_deliveries(self, operations: Sequence) -> dict[int, Exception]:
+        """The adds whose delivery id was seen within the window: {index: Duplicate}.
+
+        Leaves the deliveries database held when any add has a delivery id.
+        """
+        adds = [
+            (index, operation)
+            for index, operation in enumerate(operations)
+            if isinstance(operation, _Add) and operation.delivery is not None
+        ]
+        if not adds:
+            return {}
+        seen = self.deliveries.hold(list({add.delivery for _, add in adds}))
+        if seen is None:
+            return {}
+        duplicates: dict[int, Exception] = {}
+        for index, add in adds:
+            last = seen.get(add.delivery)
+            if last is not None and last > add.now - add.window:
+                duplicates[index] = Duplicate(add.delivery)
+            else:
+                # A second call of the same group with this id is a duplicate.
+                seen[add.delivery] = add.now
+        return duplicates
+
+    def _record_deliveries(self, operations: Sequence, results: list[tuple[bool, Any]]) -> None:
+        if not self.deliveries.connection.in_transaction:
+            return
+        rows = [
+            (operation.delivery, operation.now)
+            for operation, (ok, _) in zip(operations, results, strict=True)
+            if ok and isinstance(operation, _Add) and operation.delivery is not None
+        ]
+        self.deliveries.record(rows)
 
     @contextmanager
     def _transaction_cursor(self):
@@ -224,17 +398,28 @@ class _Batcher:
         finally:
             cursor.close()
 
-    def _attempt_whole(self, operations: Sequence) -> list[tuple[bool, Any]]:
+    def _attempt_whole(
+        self, operations: Sequence, failed: dict[int, Exception]
+    ) -> list[tuple[bool, Any]]:
         results: list[tuple[bool, Any]] = []
         with self._transaction_cursor() as cursor:
             index = 0
             while index < len(operations):
                 operation = operations[index]
+                if index in failed:
+                    results.append((False, failed[index]))
+                    index += 1
+                    continue
                 if isinstance(operation, _Add):
                     end = index + 1
-                    while end < len(operations) and isinstance(operations[end], _Add):
+                    while (
+                        end < len(operations)
+                        and isinstance(operations[end], _Add)
+                        and end not in failed
+                    ):
                         end += 1
-                    results.extend(self._write_adds(cursor, operations[index:end]))
+                    stored = self._write_adds(cursor, operations[index:end])
+                    results.extend((True, entries) for entries in stored)
                     index = end
                     continue
                 results.append((True, self._run_one(operation, cursor)))
@@ -246,51 +431,26 @@ class _Batcher:
             return operation.run(cursor, self)
         return operation(cursor)
 
-    def _write_adds(self, cursor: sqlite3.Cursor, adds: Sequence[_Add]) -> list[tuple[bool, Any]]:
-        """Write a run of adds: one dedup query, then one INSERT per table."""
-        deliveries = list({add.delivery for add in adds if add.delivery is not None})
-        seen: dict[str, float] = {}
-        for chunk in _chunks(deliveries):
-            marks = ",".join("?" * len(chunk))
-            seen.update(
-                cursor.execute(
-                    f"SELECT delivery, seen FROM deliveries WHERE delivery IN ({marks})",  # noqa: S608
-                    chunk,
-                ).fetchall()
-            )
-        results: list[tuple[bool, Any]] = []
-        delivery_rows: list[tuple[str, float]] = []
-        outbox_rows: list[tuple] = []
+    def _write_adds(self, cursor: sqlite3.Cursor, adds: Sequence[_Add]) -> list[list[Entry]]:
+        """Write a run of adds with one INSERT; the entries stored for each."""
+        stored: list[list[Entry]] = []
+        rows: list[tuple] = []
         next_id = self.next_id
         for add in adds:
-            if add.delivery is not None:
-                last = seen.get(add.delivery)
-                if last is not None and last > add.now - add.window:
-                    results.append((False, Duplicate(add.delivery)))
-                    continue
-                # A second call of the same group with this id is a duplicate.
-                seen[add.delivery] = add.now
-                delivery_rows.append((add.delivery, add.now))
-            stored = []
+            entries = []
             for message_id, routing_key, body in add.entries:
-                outbox_rows.append((next_id, message_id, routing_key, body, add.now))
-                stored.append(Entry(next_id, message_id, routing_key, body, add.now))
+                rows.append((next_id, message_id, routing_key, body, add.now))
+                entries.append(Entry(next_id, message_id, routing_key, body, add.now))
                 next_id += 1
-            results.append((True, stored))
-        for chunk in _chunks(delivery_rows):
-            cursor.execute(
-                "INSERT OR REPLACE INTO deliveries (delivery, seen) VALUES "  # noqa: S608
-                + ",".join(["(?,?)"] * len(chunk)),
-                [value for row in chunk for value in row],
-            )
-        for chunk in _chunks(outbox_rows):
+            stored.append(entries)
+        for chunk in _chunks(rows):
             cursor.execute(
                 "INSERT INTO outbox (id, message_id, routing_key, body, created) VALUES "  # noqa: S608
                 + ",".join(["(?,?,?,?,?)"] * len(chunk)),
                 [value for row in chunk for value in row],
             )
         self.next_id = next_id
-        return results
+        return stored
 
     def _attempt(self, operations, failed: dict[int, Exception]):
         results: list[tuple[bool, Any]] = []
@@ -336,6 +496,7 @@ class _Batcher:
             if self.pool is not None:
                 self.pool.stop()
             self.connection.close()
+            self.deliveries.close()
             return result
 
         if self._running or self._waiting:
@@ -345,8 +506,14 @@ class _Batcher:
         return d.addCallback(closed)
 
 
-class Outbox:
-    """Durable storage of the notifications not yet confirmed by the broker."""
+class Outbox(service.Service):
+    """Durable storage of the notifications not yet confirmed by the broker.
+
+    Made without touching the disk; :meth:`open` (or ``startService``) takes
+    the directory's lock (so that two daemons, or a daemon and ``outbox
+    drain``, never share an outbox), opens the databases and starts the
+    thread; :meth:`close` (or ``stopService``) undoes it.
+    """
 
     log = Logger()
 
@@ -359,37 +526,107 @@ class Outbox:
         max_bytes: int | None = None,
         dedup_window: float = 86_400.0,
         threaded: bool = True,
+        deliveries: Path | None = None,
     ):
+        """``deliveries`` is the deliveries database (default: ``deliveries.sqlite3``
+        in ``directory``); the workers of ``--workers`` are given the same one."""
         self.reactor = reactor
+        self.directory = Path(directory)
+        self.synchronous = synchronous
         self.max_messages = max_messages
+        self.max_bytes = max_bytes
         self.dedup_window = dedup_window
-        self.path = Path(directory) / "outbox.sqlite3"
+        self.threaded = threaded
+        self.path = self.directory / "outbox.sqlite3"
+        self.deliveries_path = Path(deliveries or self.directory / DELIVERIES_NAME)
+        self.depth = 0
+        self.last_id = 0
+        self._reserved = 0
+        self._lock = HeldFile(self.directory / LOCK_NAME)
+        self._batcher: _Batcher | None = None
+
+    @property
+    def opened(self) -> bool:
+        return self._batcher is not None
+
+    def check(self) -> None:
+        """What :meth:`open` would refuse, found without keeping anything open.
+
+        Raises :class:`OutboxHeld` or :class:`OutboxUnavailable`; for a
+        clear error before twistd forks.
+        """
+        pid = holder(self.directory / LOCK_NAME)
+        if pid is not None:
+            raise OutboxHeld(self.directory, pid)
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(f"PRAGMA synchronous={SYNCHRONOUS[synchronous]}")
-            connection.executescript(_SCHEMA)
-            if max_bytes is not None:
-                page_size = connection.execute("PRAGMA page_size").fetchone()[0]
-                connection.execute(f"PRAGMA max_page_count={max(16, max_bytes // page_size)}")
-            self.depth = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-            self.last_id = connection.execute("SELECT IFNULL(MAX(id), 0) FROM outbox").fetchone()[0]
-            # AUTOINCREMENT's record of the largest id ever given: ids are never reused.
-            sequence = connection.execute(
-                "SELECT IFNULL(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'"
-            ).fetchone()[0]
+            self.directory.mkdir(parents=True, exist_ok=True)
+            for path in (self.path, self.deliveries_path):
+                with closing(sqlite3.connect(path, timeout=DELIVERIES_BUSY_TIMEOUT)) as database:
+                    database.execute("PRAGMA schema_version").fetchone()
         except (OSError, sqlite3.Error) as error:
+            raise OutboxUnavailable(f"cannot open the outbox {self.path}: {error}") from None
+
+    def open(self) -> None:
+        """Take the lock, open the databases, start the thread.
+
+        Raises :class:`OutboxHeld` when another living process holds the
+        outbox, :class:`OutboxUnavailable` when it cannot be opened.
+        """
+        if self._batcher is not None:
+            return
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except HeldElsewhere as held:
+            raise OutboxHeld(self.directory, held.pid) from None
+        except OSError as error:
+            raise OutboxUnavailable(f"cannot open the outbox {self.path}: {error}") from None
+        try:
+            connection = open_database(self.path, self.synchronous)
+            try:
+                connection.executescript(_SCHEMA)
+                if self.max_bytes is not None:
+                    page_size = connection.execute("PRAGMA page_size").fetchone()[0]
+                    connection.execute(
+                        f"PRAGMA max_page_count={max(16, self.max_bytes // page_size)}"
+                    )
+                self.depth = connection.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+                self.last_id = connection.execute(
+                    "SELECT IFNULL(MAX(id), 0) FROM outbox"
+                ).fetchone()[0]
+                # AUTOINCREMENT's record of the largest id ever given: ids are never reused.
+                sequence = connection.execute(
+                    "SELECT IFNULL(MAX(seq), 0) FROM sqlite_sequence WHERE name = 'outbox'"
+                ).fetchone()[0]
+                deliveries = _Deliveries.open(self.deliveries_path)
+                _move_old_deliveries(connection, deliveries)
+            except BaseException:
+                connection.close()
+                raise
+        except (OSError, sqlite3.Error) as error:
+            self._lock.release()
             raise OutboxUnavailable(f"cannot open the outbox {self.path}: {error}") from None
         self._reserved = 0
         self._batcher = _Batcher(
-            connection, reactor, next_id=max(self.last_id, sequence) + 1, threaded=threaded
+            connection,
+            deliveries,
+            self.reactor,
+            next_id=max(self.last_id, sequence) + 1,
+            threaded=self.threaded,
         )
+
+    def startService(self) -> None:
+        self.open()
+        super().startService()
+
+    def stopService(self) -> defer.Deferred:
+        super().stopService()
+        return self.close()
 
     @property
     def batches(self) -> int:
         """How many transactions were committed (for the group-commit figures)."""
-        return self._batcher.batches
+        return 0 if self._batcher is None else self._batcher.batches
 
     def add(self, entries: Sequence[NewEntry], delivery: str | None = None) -> defer.Deferred:
         """Store entries durably; fires with their :class:`Entry` list once committed.
@@ -462,12 +699,31 @@ class Outbox:
     def forget_deliveries(self) -> defer.Deferred:
         """Drop the delivery ids older than the deduplication window."""
         horizon = self.reactor.seconds() - self.dedup_window
-
-        def delete(cursor: sqlite3.Cursor) -> int:
-            cursor.execute("DELETE FROM deliveries WHERE seen <= ?", (horizon,))
-            return cursor.rowcount
-
-        return self._batcher.run(delete)
+        deliveries = self._batcher.deliveries
+        return self._batcher.run(lambda cursor: deliveries.forget(horizon))
 
     def close(self) -> defer.Deferred:
-        return self._batcher.close()
+        """Finish the queued operations, close the databases, let go of the lock."""
+        batcher, self._batcher = self._batcher, None
+        if batcher is None:
+            return defer.succeed(None)
+
+        def closed(result):
+            self._lock.release()
+            return result
+
+        return batcher.close().addBoth(closed)
+
+
+def _move_old_deliveries(connection: sqlite3.Connection, deliveries: _Deliveries) -> None:
+    """Move the delivery ids an outbox of an earlier version kept in its own database."""
+    exists = connection.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'deliveries'"
+    ).fetchone()
+    if not exists:
+        return
+    rows = connection.execute("SELECT delivery, seen FROM deliveries").fetchall()
+    if deliveries.hold([]) is None:
+        return  # left for the next start
+    deliveries.record(rows)
+    connection.execute("DROP TABLE deliveries")

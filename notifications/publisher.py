@@ -22,6 +22,7 @@ from twisted.logger import Logger
 
 from .amqp.connection import (
     AMQPFactory,
+    BrokerEvents,
     PublishEncoder,
     broker_endpoint,
     describe_error,
@@ -50,7 +51,64 @@ def message_properties(message_id: str, timestamp: int | None = None) -> dict:
     }
 
 
-class Publisher(service.Service):
+class Confirms:
+    """The publisher confirms awaited on one channel: a Deferred per delivery tag.
+
+    Tags are given in publishing order (1, 2, 3… per channel); the broker's
+    ``basic.ack`` fires them, ``basic.nack`` fails them with
+    :class:`PublicationRefused`, either for one tag or (``multiple``) for
+    every tag up to it.
+    """
+
+    def __init__(self) -> None:
+        self._next_tag = 1
+        self._pending: OrderedDict[int, defer.Deferred] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def tags(self) -> list[int]:
+        """The delivery tags still waiting for their confirm, in order."""
+        return list(self._pending)
+
+    def expect(self) -> defer.Deferred:
+        """The Deferred of the next message published on the channel."""
+        confirmed: defer.Deferred = defer.Deferred()
+        self._pending[self._next_tag] = confirmed
+        self._next_tag += 1
+        return confirmed
+
+    def ack(self, tag: int, multiple: bool) -> None:
+        for d in self._settled(tag, multiple):
+            d.callback(None)
+
+    def nack(self, tag: int, multiple: bool) -> None:
+        for d in self._settled(tag, multiple):
+            d.errback(PublicationRefused("the broker refused the message (nack)"))
+
+    def fail_all(self, error: Exception) -> None:
+        """The channel is gone: fail every pending confirm; tags start again at 1."""
+        pending, self._pending = self._pending, OrderedDict()
+        self._next_tag = 1
+        for d in pending.values():
+            d.errback(error)
+
+    def _settled(self, tag: int, multiple: bool) -> list[defer.Deferred]:
+        if not multiple:
+            d = self._pending.pop(tag, None)
+            return [] if d is None else [d]
+        # _pending is in tag order: what is settled is a prefix of it.
+        settled = []
+        while self._pending:
+            first = next(iter(self._pending))
+            if first > tag:
+                break
+            settled.append(self._pending.pop(first))
+        return settled
+
+
+class Publisher(BrokerEvents, service.Service):
     """Publishes notifications on the exchange over one persistent connection."""
 
     log = Logger()
@@ -68,8 +126,8 @@ class Publisher(service.Service):
         self.connected_since: float | None = None
         self.disconnected_since: float | None = reactor.seconds()
         self.connections = 0
-        self._next_tag = 1
-        self._pending: OrderedDict[int, defer.Deferred] = OrderedDict()
+        #: The confirms awaited on the current channel.
+        self.confirms = Confirms()
         self._client_service: ClientService | None = None
         self._ready_waiters: list[defer.Deferred] = []
         #: Called (without arguments) each time a connection is ready.
@@ -85,6 +143,11 @@ class Publisher(service.Service):
     @property
     def connected(self) -> bool:
         return self.channel is not None
+
+    @property
+    def node(self) -> str | None:
+        """The node (``host:port``) the daemon is connected to, or None."""
+        return self.client.node if self.client is not None else None
 
     # Service ---------------------------------------------------------------
 
@@ -124,6 +187,7 @@ class Publisher(service.Service):
 
     def amqp_connection_made(self, client) -> None:
         """A new TCP connection to the broker: log in, open the channel, confirm mode."""
+        client.node = getattr(self.endpoint, "current", "")
         d = open_channel(client, self.broker)
         d.addCallback(lambda channel: self._confirm(client, channel))
         d.addTimeout(self.broker.connect_timeout, self.reactor)
@@ -132,20 +196,20 @@ class Publisher(service.Service):
     @defer.inlineCallbacks
     def _confirm(self, client, channel):
         yield channel.confirm_select()
+        # A new channel numbers its messages from 1 again.
+        self.confirms.fail_all(ConnectionLost("the broker connection was replaced"))
         self._encoder = PublishEncoder(
             channel.id, self.broker.exchange, client.MAX_LENGTH, message_properties("", 0)
         )
         self.client = client
         self.channel = channel
-        self._next_tag = 1
         self._setup_failures = 0
         self.connections += 1
         self.connected_since = self.reactor.seconds()
         self.disconnected_since = None
         self.log.info(
-            "Connected to the broker at {host}:{port}, exchange {exchange!r}",
-            host=self.broker.host,
-            port=self.broker.port,
+            "Connected to the broker at {node}, exchange {exchange!r}",
+            node=client.node,
             exchange=self.broker.exchange,
         )
         client.disconnected.wait().addCallback(lambda _: self._lost(client))
@@ -159,9 +223,8 @@ class Publisher(service.Service):
         self._setup_failures += 1
         if self.running:
             self.log.warn(
-                "Could not set up the broker connection to {host}:{port}: {error}",
-                host=self.broker.host,
-                port=self.broker.port,
+                "Could not set up the broker connection to {node}: {error}",
+                node=client.node,
                 error=describe_error(failure.value),
             )
         if client.transport is not None:
@@ -175,37 +238,18 @@ class Publisher(service.Service):
         self.connected_since = None
         self.disconnected_since = self.reactor.seconds()
         if self.running:
-            self.log.warn("Lost the connection to the broker; reconnecting")
-        pending, self._pending = self._pending, OrderedDict()
-        for d in pending.values():
-            d.errback(ConnectionLost("the broker connection was lost before the confirm"))
+            self.log.warn(
+                "Lost the connection to the broker at {node}; reconnecting", node=client.node
+            )
+        self.confirms.fail_all(ConnectionLost("the broker connection was lost before the confirm"))
 
     # Confirms ---------------------------------------------------------------
 
-    def _settle(self, tag: int, multiple: bool, outcome) -> None:
-        if multiple:
-            # _pending is in tag order: what is settled is a prefix of it.
-            tags = []
-            for t in self._pending:
-                if t > tag:
-                    break
-                tags.append(t)
-        else:
-            tags = [tag]
-        for t in tags:
-            d = self._pending.pop(t, None)
-            if d is not None:
-                outcome(d)
-
     def broker_ack(self, message) -> None:
-        self._settle(message.delivery_tag, message.multiple, lambda d: d.callback(None))
+        self.confirms.ack(message.delivery_tag, message.multiple)
 
     def broker_nack(self, message) -> None:
-        self._settle(
-            message.delivery_tag,
-            message.multiple,
-            lambda d: d.errback(PublicationRefused("the broker refused the message (nack)")),
-        )
+        self.confirms.nack(message.delivery_tag, message.multiple)
 
     def broker_return(self, message) -> None:
         # Published as mandatory, a notification no queue is bound for comes
@@ -245,10 +289,7 @@ class Publisher(service.Service):
             )
         except (ValueError, struct.error) as error:
             return defer.fail(error)
-        tag = self._next_tag
-        self._next_tag += 1
-        confirmed = defer.Deferred()
-        self._pending[tag] = confirmed
+        confirmed = self.confirms.expect()
         # Straight to the transport, not through txamqp's send_frame: its
         # heartbeats then go every interval even while we publish, harmless.
         self.client.transport.write(frames)
@@ -258,8 +299,9 @@ class Publisher(service.Service):
         """The broker state, for the status endpoints."""
         return {
             "connected": self.connected,
+            "node": self.node,
             "since": self.connected_since if self.connected else self.disconnected_since,
             "reconnects": max(0, self.connections - 1),
             "unroutable": self.unroutable,
-            "unconfirmed": len(self._pending),
+            "unconfirmed": len(self.confirms),
         }

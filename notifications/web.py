@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from .config import GATES, Config
 from .dashboard import Dashboard
 from .gates import Gate, GateCall, GateError, Outcome
-from .http import GateSite
+from .http import GateRequest, GateSite
 from .jsonutil import dumps
 from .metrics import Metrics
 from .notification import RoutingKeyTooLong
@@ -106,18 +106,16 @@ def config_report(config: Config, service_status) -> dict:
 class HealthResource(Leaf):
     """``GET /health``: broker state and outbox figures, as JSON."""
 
-    def __init__(self, dispatcher, reactor):
+    def __init__(self, dispatcher):
         super().__init__()
         self.dispatcher = dispatcher
-        self.reactor = reactor
 
     def render_GET(self, request):
-        d = self.dispatcher.outbox.oldest()
+        d = self.dispatcher.report()
 
-        def answer(oldest) -> None:
-            body = health_report(self.dispatcher, self.reactor.seconds(), oldest)
+        def answer(outbox: dict) -> None:
             if not request._disconnected:
-                request.write(_json(request, 200, body))
+                request.write(_json(request, 200, health_report(self.dispatcher, outbox)))
                 request.finish()
 
         def failed(failure) -> None:
@@ -131,11 +129,9 @@ class HealthResource(Leaf):
         return server.NOT_DONE_YET
 
 
-def health_report(dispatcher, now: float, oldest: float | None) -> dict:
-    """Broker state (connected or not, since when) and the outbox depth and oldest age."""
+def health_report(dispatcher, outbox: dict) -> dict:
+    """Broker state (connected or not, to which node, since when) and the outbox figures."""
     broker = dispatcher.publisher.status()
-    outbox = dispatcher.status()
-    outbox["oldest_age"] = None if oldest is None else round(max(0.0, now - oldest), 3)
     return {
         "status": "ok" if broker["connected"] else "degraded",
         "broker": broker,
@@ -250,22 +246,18 @@ class CallHandler:
         self.dispatcher = dispatcher
         self.reactor = reactor
         self.metrics = metrics
-        self.in_progress = 0
         #: The last notifications accepted, newest last (for the status page).
         self.recent: deque[dict] = deque(maxlen=RECENT)
-        #: Cleared when the daemon stops: calls then get 503 at once.
-        self.accepting = True
-        dispatcher.calls_in_progress = lambda: self.in_progress
 
     @property
     def exchange(self) -> str:
         return self.dispatcher.publisher.exchange
 
     def handle(self, gate: Gate, door: str, request) -> int | bytes:
-        if not self.accepting or not self.dispatcher.running:
+        if not self.dispatcher.running:
             request.setHeader(b"retry-after", b"5")
             return _plain(request, 503, "The notifications center is shutting down.\n")
-        if self.in_progress >= self.config.max_in_progress:
+        if self.dispatcher.calls_in_progress >= self.config.max_in_progress:
             # Past this many calls at once, answer at once rather than queue
             # without bound: callers retry, and memory stays bounded.
             request.setHeader(b"retry-after", b"1")
@@ -286,10 +278,10 @@ class CallHandler:
                 + "\n",
             )
         call = GateCall(door=door, headers=_headers(request), body=body, query=_query(request))
-        request.gate_started = self.reactor.seconds()
+        request.call_started = self.reactor.seconds()
         request.request_id = _request_id()
         request.setHeader(b"x-request-id", request.request_id.encode())
-        self.in_progress += 1
+        self.dispatcher.call_started()
         d = defer.maybeDeferred(gate.process, call)
         d.addCallback(self.run, door, request.request_id)
         d.addCallbacks(
@@ -300,7 +292,7 @@ class CallHandler:
         return server.NOT_DONE_YET
 
     def _done(self, _) -> None:
-        self.in_progress -= 1
+        self.dispatcher.call_finished()
 
     def run(self, outcome: Outcome, door: str, request_id: str = "") -> defer.Deferred:
         """Store and publish the notifications, run the side actions, build the report.
@@ -422,17 +414,16 @@ class CallHandler:
         request.finish()
 
     def _log_call(
-        self, gate: str, door: str, outcome, status: int, detail: str, request=None
+        self, gate: str, door: str, outcome, status: int, detail: str, request: GateRequest
     ) -> None:
-        if request is not None:
-            request.gate_logged = True
+        request.call_logged = True
         if self.metrics is not None:
-            started = getattr(request, "gate_started", None)
+            started = request.call_started
             seconds = None if started is None else self.reactor.seconds() - started
             self.metrics.observe_call(gate, door, status, seconds)
         event = outcome.event if outcome else "-"
         delivery = outcome.delivery if outcome and outcome.delivery else "-"
-        request_id = getattr(request, "request_id", "-")
+        request_id = request.request_id
         # The line is built here and logged as one field: Twisted's formatter
         # would parse an eight-field format string for every call (measured).
         # The fields stay in the event for the JSON log.
@@ -514,20 +505,30 @@ class WebApp:
         self.handler = CallHandler(config, dispatcher, reactor, metrics)
         self.dashboard = Dashboard(config, dispatcher, self.handler.recent, reactor)
         self.status = StatusResource()
-        self.health = HealthResource(dispatcher, reactor)
+        self.health = HealthResource(dispatcher)
         self.config_resource = ConfigResource(config, service_status or _default_status)
         self.gates = gates
+        #: The sites made so far (a reload changes their limits).
+        self.sites: list[GateSite] = []
         self.gate_tree = GateTree(
             {name: GateResource(gate, self.handler) for name, gate in gates.items()}
         )
 
-    def config_holders(self) -> list:
-        """What reads the configuration at request time (swapped on a reload)."""
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration to everything that reads it at request
+        time, and the limits and timeouts to the sites already made (the idle
+        timeout to the connections made from now on)."""
+        self.config = config
         holders = [self.handler, self.config_resource, *self.gates.values()]
         holders.extend(
             child for child in self.dashboard.children.values() if hasattr(child, "config")
         )
-        return holders
+        for holder in holders:
+            holder.config = config
+        for site in self.sites:
+            site.max_body_size = config.max_body_size
+            site.request_timeout = config.request_timeout
+            site.timeOut = config.idle_timeout
 
     def root(self, surface: str = "all") -> Resource:
         if surface == "public":
@@ -553,8 +554,7 @@ class WebApp:
             logFormatter=redacted_log_formatter,
         )
         site.displayTracebacks = False
-        site.handler = self.handler
-        site.app = self
+        self.sites.append(site)
         return site
 
 

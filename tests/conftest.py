@@ -23,10 +23,10 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from notifications.amqp.connection import connect
 from notifications.config import BrokerConfig, Config, load_config
+from notifications.delivery import DeliveryService, make_delivery
 from notifications.dispatcher import Dispatcher
 from notifications.gates import make_gates
 from notifications.publisher import Publisher
-from notifications.tap import make_dispatcher
 from notifications.web import make_site
 
 BROKER_HOST = os.environ.get("BROKER_HOST", "127.0.0.1")
@@ -162,16 +162,20 @@ def make_config(
 
 @dataclass
 class Daemon:
-    """The daemon's web site, dispatcher and publisher, running in the test's reactor."""
+    """The daemon's web site and delivery service, running in the test's reactor."""
 
     url: str
     config: Config
-    dispatcher: Dispatcher
+    delivery: DeliveryService
     port: Any
 
     @property
+    def dispatcher(self) -> Dispatcher:
+        return self.delivery.dispatcher
+
+    @property
     def publisher(self) -> Publisher:
-        return self.dispatcher.publisher
+        return self.delivery.publisher
 
     def gate(self, gate: str, door: str) -> str:
         return f"{self.url}/gate/{gate}/{door}"
@@ -191,14 +195,15 @@ class Daemon:
 
 
 async def start_daemon(config: Config, wait_for_broker: bool = True, **gate_kwargs) -> Daemon:
-    """Run the dispatcher (outbox, publisher) and the site on 127.0.0.1 (a free port)."""
-    dispatcher = make_dispatcher(config, reactor)
-    dispatcher.startService()
+    """Run the delivery service (outbox, publisher, dispatcher) and the site on
+    127.0.0.1 (a free port)."""
+    delivery = make_delivery(config, reactor)
+    delivery.startService()
     if wait_for_broker:
-        await dispatcher.publisher.when_connected().addTimeout(10, reactor)
-    site = make_site(config, dispatcher, make_gates(config, **gate_kwargs), reactor)
+        await delivery.publisher.when_connected().addTimeout(10, reactor)
+    site = make_site(config, delivery.dispatcher, make_gates(config, **gate_kwargs), reactor)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-    return Daemon(f"http://127.0.0.1:{port.getHost().port}", config, dispatcher, port)
+    return Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
 
 
 async def stop_daemon(daemon: Daemon) -> None:
@@ -206,8 +211,8 @@ async def stop_daemon(daemon: Daemon) -> None:
     stopped = daemon.port.stopListening()
     if stopped is not None:
         await stopped
-    if daemon.dispatcher.running:
-        await daemon.dispatcher.stopService()
+    if daemon.delivery.running:
+        await daemon.delivery.stopService()
     # Let the closed connections' last callbacks run before the next test.
     await defer.Deferred.fromCoroutine(_settle())
 

@@ -234,3 +234,83 @@ def running_twistd(
         daemon.stop()
     if clean:
         daemon.assert_clean()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process (not necessarily a child of ours) still runs, zombies aside."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+class DaemonizedTwistd:
+    """``twistd --pidfile F --logfile L notifications …``: the classic forking daemon.
+
+    ``start`` runs twistd, which returns once the daemon is running (or has
+    failed to start: then its output says why); the daemon's pid comes from
+    its pidfile, its log from ``<directory>/twistd.log``.
+    """
+
+    def __init__(self, directory: Path, *arguments: str, port: int | None = None):
+        self.directory = directory
+        self.config_path = directory / "notifications.toml"
+        self.pidfile = directory / "twistd.pid"
+        self.log_path = directory / "twistd.log"
+        self.port = port if port is not None else free_port()
+        self.arguments = arguments
+        self.pid: int | None = None
+
+    def command(self) -> list[str]:
+        twistd = str(Path(sys.executable).parent / "twistd")
+        return [
+            twistd,
+            f"--pidfile={self.pidfile}",
+            f"--logfile={self.log_path}",
+            "notifications",
+            "--port",
+            loopback_endpoint(self.port),
+            *self.arguments,
+            "--config",
+            str(self.config_path),
+        ]
+
+    def start(self) -> DaemonizedTwistd:
+        launcher = subprocess.run(
+            self.command(),
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        assert launcher.returncode == 0, launcher.stdout + launcher.stderr + self.output()
+        self.pid = int(self.pidfile.read_text().strip())
+        return self
+
+    def ready(self, timeout: float = 30) -> None:
+        assert http_status(self.port, timeout).endswith(b"ALIVE"), self.output()
+
+    def signal(self, number: int) -> None:
+        os.kill(self.pid, number)
+
+    def output(self) -> str:
+        logs = sorted(self.directory.glob("twistd.log*"), reverse=True)
+        return "".join(path.read_text(errors="replace") for path in logs)
+
+    def stop(self, timeout: float = 30) -> str:
+        """SIGTERM, then wait until the process is gone; SIGKILL after ``timeout`` s."""
+        if self.pid is not None and pid_alive(self.pid):
+            self.signal(signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while pid_alive(self.pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid_alive(self.pid):
+                os.kill(self.pid, signal.SIGKILL)
+                raise AssertionError(f"the daemon ignored SIGTERM for {timeout} s")
+        return self.output()
+
+    def assert_clean(self) -> None:
+        output = self.output()
+        assert "Traceback" not in output and "Unhandled" not in output, output[-3000:]

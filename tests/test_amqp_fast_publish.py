@@ -322,7 +322,7 @@ class ScriptedBrokerTests(SynchronousTestCase):
             self.assertIsNone(self.successResultOf(confirm))
         self.assertNoResult(confirms[4])
         self.assertNoResult(confirms[5])
-        self.assertEqual(list(self.publisher._pending), [5, 6])
+        self.assertEqual(self.publisher.confirms.tags, [5, 6])
         self.client.dataReceived(broker_says(CHANNEL, "basic.nack", delivery_tag=6))
         self.failureResultOf(confirms[5], PublicationRefused)
         self.assertNoResult(confirms[4])
@@ -336,7 +336,7 @@ class ScriptedBrokerTests(SynchronousTestCase):
         self.ack(1, multiple=True)
         self.successResultOf(confirms[0])
         self.ack(1, multiple=True)  # again: nothing left at or below 1
-        self.assertEqual(list(self.publisher._pending), [])
+        self.assertEqual(self.publisher.confirms.tags, [])
 
     def test_tags_count_from_one_on_each_connection(self) -> None:
         first = self.publish(3)
@@ -350,7 +350,7 @@ class ScriptedBrokerTests(SynchronousTestCase):
         second = self.publish(2)
         self.ack(1)
         self.successResultOf(second[0])
-        self.assertEqual(list(self.publisher._pending), [2])
+        self.assertEqual(self.publisher.confirms.tags, [2])
         self.ack(2)
         self.successResultOf(second[1])
 
@@ -365,7 +365,7 @@ class ScriptedBrokerTests(SynchronousTestCase):
 
         self.failureResultOf(self.publish(1)[0], BrokerUnavailable)
         self.assertEqual(self.transport.value(), b"")
-        self.assertEqual(list(self.publisher._pending), [1])
+        self.assertEqual(self.publisher.confirms.tags, [1])
 
         self.client.connectionLost(Failure(ConnectionDone()))
         self.failureResultOf(pending, ConnectionLost)

@@ -8,6 +8,7 @@ by hand, and time is a :class:`Clock` that the test advances.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import SimpleNamespace
 
 from twisted.application.internet import backoffPolicy
 from twisted.internet import defer
@@ -224,10 +225,8 @@ class BackoffTests(PublisherTestCase):
 
 class ConfirmTests(PublisherTestCase):
     def pending(self, count: int) -> list[defer.Deferred]:
-        confirms = [defer.Deferred() for _ in range(count)]
-        for tag, confirm in enumerate(confirms, start=1):
-            self.publisher._pending[tag] = confirm
-        return confirms
+        """The confirms of ``count`` messages published (tags 1…count)."""
+        return [self.publisher.confirms.expect() for _ in range(count)]
 
     def test_single_ack(self) -> None:
         confirms = self.pending(3)
@@ -235,7 +234,7 @@ class ConfirmTests(PublisherTestCase):
         self.assertIsNone(self.successResultOf(confirms[1]))
         self.assertNoResult(confirms[0])
         self.assertNoResult(confirms[2])
-        self.assertEqual(list(self.publisher._pending), [1, 3])
+        self.assertEqual(self.publisher.confirms.tags, [1, 3])
         self.assertEqual(self.publisher.status()["unconfirmed"], 2)
         self.publisher.broker_ack(Confirm(1))
         self.publisher.broker_ack(Confirm(3))
@@ -250,7 +249,7 @@ class ConfirmTests(PublisherTestCase):
         for confirm in confirms[:4]:
             self.assertIsNone(self.successResultOf(confirm))
         self.assertNoResult(confirms[4])
-        self.assertEqual(list(self.publisher._pending), [5])
+        self.assertEqual(self.publisher.confirms.tags, [5])
 
     def test_ack_of_an_unknown_tag_is_ignored(self) -> None:
         confirms = self.pending(1)
@@ -274,7 +273,7 @@ class ConfirmTests(PublisherTestCase):
         self.assertEqual(self.publisher.status()["unconfirmed"], 0)
 
     def test_lost_connection_fails_every_pending_confirm(self) -> None:
-        client = object()
+        client = SimpleNamespace(node="broker:5672")
         self.publisher.client = client
         self.publisher.channel = object()
         self.assertTrue(self.publisher.status()["connected"])
@@ -290,7 +289,8 @@ class ConfirmTests(PublisherTestCase):
             self.failureResultOf(confirm, ConnectionLost)
         status = self.publisher.status()
         self.assertEqual(
-            (status["connected"], status["since"], status["unconfirmed"]), (False, 42, 0)
+            (status["connected"], status["node"], status["since"], status["unconfirmed"]),
+            (False, None, 42, 0),
         )
 
     def test_publish_without_a_connection(self) -> None:
@@ -301,7 +301,14 @@ class ConfirmTests(PublisherTestCase):
         self.clock.advance(5)
         self.assertEqual(
             self.publisher.status(),
-            {"connected": False, "since": 0, "reconnects": 0, "unroutable": 0, "unconfirmed": 0},
+            {
+                "connected": False,
+                "node": None,
+                "since": 0,
+                "reconnects": 0,
+                "unroutable": 0,
+                "unconfirmed": 0,
+            },
         )
 
     def test_returned_messages_are_counted(self) -> None:

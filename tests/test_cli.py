@@ -22,7 +22,8 @@ from twisted.protocols import portforward
 from txamqp.content import Content
 
 from notifications.amqp.connection import connect
-from notifications.cli import format_notification, main, parse_notification
+from notifications.cli import main
+from notifications.commands.tail import format_notification, parse_notification
 from notifications.config import BrokerConfig
 from notifications.publisher import message_properties
 from tests.conftest import make_config, test_broker, write_json
@@ -726,3 +727,65 @@ async def test_tail_ctrl_c_exits_cleanly(tmp_path, broker, consumer):
     assert tail.err.decode().splitlines() == [
         f"notifications: listening on {broker.exchange} at {broker.host}:{broker.port} for # …"
     ]
+
+
+@pytest_twisted.ensureDeferred
+async def test_tail_queue_keeps_what_is_published_while_it_is_away(tmp_path, broker, consumer):
+    config = write_config(tmp_path, toml=broker_toml(broker))
+    name = f"{broker.exchange}.bot"
+    try:
+        # First run: declares the named queue, prints one notification, leaves.
+        tail = spawn(config, "tail", "--queue", name, "--count", "1", "--timeout", "20", "acme.#")
+        await tail.listening()
+        await send(config, "acme", "while listening")
+        assert await tail.finish() == 0, tail.err
+        assert LINE.fullmatch(tail.out.decode().strip())["rest"] == "acme/ops while listening"
+
+        # Published while no tail runs: kept by the queue (and only what matches).
+        for index in range(5):
+            await send(config, "acme", f"missed {index}")
+        await send(config, "other", "not bound")
+
+        code, out, err = await cli(
+            config, "tail", "--queue", name, "--count", "5", "--timeout", "20", "acme.#"
+        )
+        assert code == 0, err
+        texts = [LINE.fullmatch(line)["rest"] for line in out.splitlines()]
+        assert texts == [f"acme/ops missed {index}" for index in range(5)]
+
+        # Acknowledged once printed: a third run finds nothing left.
+        code, out, err = await cli(config, "tail", "--queue", name, "--timeout", "2", "acme.#")
+        assert (code, out) == (0, ""), err
+    finally:
+        await consumer.channel.queue_delete(queue=name)
+    # The queue was a durable quorum queue (asked again here, it is gone now).
+
+
+@pytest_twisted.ensureDeferred
+async def test_tail_queue_declares_a_quorum_queue_and_keeps_an_existing_one(
+    tmp_path, broker, consumer
+):
+    config = write_config(tmp_path, toml=broker_toml(broker))
+    quorum, classic = f"{broker.exchange}.quorum", f"{broker.exchange}.classic"
+    await consumer.channel.queue_declare(queue=classic, durable=True)
+    try:
+        for name in (quorum, classic):
+            code, _, err = await cli(config, "tail", "--queue", name, "--timeout", "1")
+            assert code == 0, err
+        # A quorum queue refuses a classic redeclaration: it was declared as quorum.
+        declared = await consumer.channel.queue_declare(
+            queue=quorum, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        assert declared.queue == quorum
+        declared = await consumer.channel.queue_declare(queue=classic, durable=True)
+        assert declared.queue == classic
+    finally:
+        for name in (quorum, classic):
+            await consumer.channel.queue_delete(queue=name)
+
+
+@pytest.mark.parametrize("name", ["amq.mine", ""])
+def test_tail_queue_refuses_names_that_are_not_ours(tmp_path, capsys, name):
+    config = write_config(tmp_path)
+    assert main(["--config", str(config), "tail", "--queue", name]) == 2
+    assert "--queue" in capsys.readouterr().err

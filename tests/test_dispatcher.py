@@ -14,11 +14,13 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
+from notifications.delivery import DeliveryService
 from notifications.dispatcher import Dispatcher
 from notifications.outbox import Outbox
 from notifications.publisher import PublicationRefused
@@ -35,7 +37,7 @@ class Publication:
     deferred: defer.Deferred
 
 
-class FakePublisher:
+class FakePublisher(service.Service):
     """What the dispatcher needs of a publisher; the test fires each confirm by hand."""
 
     exchange = "notifications-test"
@@ -43,18 +45,14 @@ class FakePublisher:
     def __init__(self, connected: bool = False):
         self.connected = connected
         self.connected_listeners: list = []
-        self.running = False
         #: Every publication, in the order the dispatcher asked for it.
         self.published: list[Publication] = []
         #: The publications neither confirmed nor failed yet, oldest first.
         self.unconfirmed: list[Publication] = []
 
-    def startService(self) -> None:
-        self.running = True
-
     def stopService(self) -> defer.Deferred:
         # The real publisher closes its connection, failing what is unconfirmed.
-        self.running = False
+        super().stopService()
         self.lose()
         return defer.succeed(None)
 
@@ -105,7 +103,7 @@ def new_entries(count: int, prefix: str = "m") -> list[tuple[str, str, bytes]]:
 
 def delivery_ids(outbox: Outbox) -> list[str]:
     """The delivery ids the outbox remembers, read through a connection of the test's own."""
-    with closing(sqlite3.connect(outbox.path)) as connection:
+    with closing(sqlite3.connect(outbox.deliveries_path)) as connection:
         return [row[0] for row in connection.execute("SELECT delivery FROM deliveries")]
 
 
@@ -122,16 +120,23 @@ class DispatcherTests(SynchronousTestCase):
 
     def open_outbox(self) -> Outbox:
         outbox = Outbox(self.directory, self.clock, threaded=False)
+        outbox.open()
         self.addCleanup(outbox.close)
         return outbox
 
     def make_dispatcher(
         self, connected: bool = False, start: bool = True, **kwargs
     ) -> tuple[Dispatcher, FakePublisher]:
+        """A dispatcher in its delivery service (``dispatcher.parent``), the outbox open.
+
+        ``start=False``: the outbox is open, nothing else is started.
+        """
         publisher = FakePublisher(connected)
-        dispatcher = Dispatcher(self.open_outbox(), publisher, self.clock, **kwargs)
+        outbox = self.open_outbox()
+        dispatcher = Dispatcher(outbox, publisher, self.clock, **kwargs)
+        delivery = DeliveryService(outbox, publisher, dispatcher)
         if start:
-            dispatcher.startService()
+            delivery.startService()
         return dispatcher, publisher
 
     def store_each(self, dispatcher: Dispatcher, entries) -> list:
@@ -140,7 +145,7 @@ class DispatcherTests(SynchronousTestCase):
 
     def stop(self, dispatcher: Dispatcher) -> None:
         """Stop the dispatcher, letting the drain run out on the clock."""
-        stopped = dispatcher.stopService()
+        stopped = dispatcher.parent.stopService()
         self.clock.pump([0.05] * int(dispatcher.drain_timeout / 0.05 + 2))
         self.successResultOf(stopped)
 
@@ -245,7 +250,7 @@ class DispatcherTests(SynchronousTestCase):
         dispatcher, _ = self.make_dispatcher(connected=True, drain_timeout=1)
         [entry] = self.successResultOf(dispatcher.store(new_entries(1)))
         waiter = dispatcher.wait_confirmed(entry.id, 30)
-        stopped = dispatcher.stopService()
+        stopped = dispatcher.parent.stopService()
         self.clock.pump([0.05] * 25)
         self.successResultOf(stopped)
         self.assertIs(self.successResultOf(waiter), False)
@@ -443,7 +448,7 @@ class DispatcherTests(SynchronousTestCase):
     def test_stop_while_disconnected_waits_for_the_drain_timeout(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=False, drain_timeout=2)
         self.store_each(dispatcher, new_entries(3))
-        stopped = dispatcher.stopService()
+        stopped = dispatcher.parent.stopService()
         self.assertFalse(dispatcher.running)
         self.clock.pump([0.05] * 39)
         self.assertNoResult(stopped)
@@ -461,7 +466,7 @@ class DispatcherTests(SynchronousTestCase):
     def test_stop_returns_once_drained(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True, drain_timeout=10)
         self.store_each(dispatcher, new_entries(2))
-        stopped = dispatcher.stopService()
+        stopped = dispatcher.parent.stopService()
         self.clock.advance(0.05)
         self.assertNoResult(stopped)
         publisher.confirm(2)
@@ -476,7 +481,7 @@ class DispatcherTests(SynchronousTestCase):
         self.successResultOf(dispatcher.store(new_entries(1), delivery="delivery-1"))
         self.clock.advance(61)
         self.assertEqual(delivery_ids(dispatcher.outbox), ["delivery-1"])
-        dispatcher.startService()
+        dispatcher.parent.startService()
         self.assertTrue(publisher.running)
         self.assertEqual(delivery_ids(dispatcher.outbox), [])
 

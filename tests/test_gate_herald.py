@@ -23,7 +23,7 @@ from notifications.clients import Clients, ClientsService, make_clients
 from notifications.config import load_config, load_services
 from notifications.errors import ConfigError
 from notifications.gates import make_gates
-from notifications.tap import make_dispatcher
+from notifications.delivery import make_delivery
 from notifications.web import make_site
 from tests.conftest import Daemon, make_config, stop_daemon, write_json
 from tests.fakes import FakeConduit
@@ -151,17 +151,17 @@ async def center_factory(tmp_path, broker, conduit):
             # gate_toml lands in the [gate] section make_config starts.
             toml = gate_toml + f"\n[http]\ntimeout = {timeout}\n"
             config = make_config(directory, broker, toml=toml, **kwargs)
-        dispatcher = make_dispatcher(config, reactor)
-        dispatcher.startService()
-        await dispatcher.publisher.when_connected().addTimeout(10, reactor)
+        delivery = make_delivery(config, reactor)
+        delivery.startService()
+        await delivery.publisher.when_connected().addTimeout(10, reactor)
         clients = make_clients(config, reactor)
         service = ClientsService(clients)
         service.startService()
         site = make_site(
-            config, dispatcher, make_gates(config, **clients.gate_collaborators()), reactor
+            config, delivery.dispatcher, make_gates(config, **clients.gate_collaborators()), reactor
         )
         port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-        daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, dispatcher, port)
+        daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
         center = Center(daemon, clients, service)
         started.append(center)
         return center

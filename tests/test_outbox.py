@@ -7,18 +7,27 @@ database thread and so run in the real reactor (pytest-twisted).
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import tempfile
 from contextlib import closing
 from pathlib import Path
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from notifications.outbox import Duplicate, Entry, Outbox, OutboxFull, OutboxUnavailable
+from notifications.outbox import (
+    Duplicate,
+    Entry,
+    Outbox,
+    OutboxFull,
+    OutboxHeld,
+    OutboxUnavailable,
+)
 
 DAY = 86_400.0
 
@@ -46,6 +55,7 @@ class OutboxTests(SynchronousTestCase):
     def open(self, **kwargs) -> Outbox:
         """An outbox on the test's directory, closed at the end of the test."""
         outbox = Outbox(self.directory, self.clock, threaded=False, **kwargs)
+        outbox.open()
         self.addCleanup(outbox.close)
         return outbox
 
@@ -159,11 +169,11 @@ class OutboxTests(SynchronousTestCase):
         self.failureResultOf(outbox.add(new_entries(1), delivery="delivery-1"), Duplicate)
         # Nothing is old enough to be forgotten yet.
         self.assertEqual(self.successResultOf(outbox.forget_deliveries()), 0)
-        self.assertEqual(count_rows(outbox.path, "deliveries"), 2)
+        self.assertEqual(count_rows(outbox.deliveries_path, "deliveries"), 2)
 
         self.clock.advance(2)
         self.assertEqual(self.successResultOf(outbox.forget_deliveries()), 2)
-        self.assertEqual(count_rows(outbox.path, "deliveries"), 0)
+        self.assertEqual(count_rows(outbox.deliveries_path, "deliveries"), 0)
         stored = self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
         self.assertEqual(len(stored), 1)
         # Seen again now, so a duplicate again.
@@ -257,7 +267,7 @@ class OutboxTests(SynchronousTestCase):
         self.failureResultOf(outbox.add(broken, delivery="delivery-1"), OutboxUnavailable)
         self.assertEqual(outbox.depth, 0)
         self.assertEqual(count_rows(outbox.path, "outbox"), 0)
-        self.assertEqual(count_rows(outbox.path, "deliveries"), 0)
+        self.assertEqual(count_rows(outbox.deliveries_path, "deliveries"), 0)
         self.successResultOf(outbox.add(new_entries(1), delivery="delivery-1"))
         self.assertEqual(outbox.depth, 1)
 
@@ -284,15 +294,16 @@ class OutboxTests(SynchronousTestCase):
         blocker = self.directory / "a-file"
         blocker.write_bytes(b"")
         with self.assertRaises(OutboxUnavailable) as raised:
-            Outbox(blocker / "outbox", self.clock, threaded=False)
+            Outbox(blocker / "outbox", self.clock, threaded=False).open()
         self.assertIn("cannot open the outbox", str(raised.exception))
 
     def test_close_finishes_and_closes_the_database(self) -> None:
         outbox = self.open()
+        batcher = outbox._batcher
         self.successResultOf(outbox.add(new_entries(1)))
         self.close(outbox)
         with self.assertRaises(sqlite3.ProgrammingError):
-            outbox._batcher.connection.execute("SELECT 1")
+            batcher.connection.execute("SELECT 1")
 
 
 # In the real reactor, with the database thread ----------------------------------------
@@ -301,6 +312,7 @@ class OutboxTests(SynchronousTestCase):
 @pytest_twisted.ensureDeferred
 async def test_group_commit(tmp_path):
     outbox = Outbox(tmp_path, reactor)
+    outbox.open()
     try:
         before = outbox.batches
         calls = [outbox.add(new_entries(1, prefix=f"g{i}-")) for i in range(200)]
@@ -317,10 +329,17 @@ async def test_group_commit(tmp_path):
 
 
 def _statements(outbox: Outbox) -> list[str]:
-    """The SQL statements the outbox's connection runs from now on (first words)."""
+    """The SQL statements the outbox's connections run from now on: the first
+    words, after ``outbox:`` or ``deliveries:``."""
     seen: list[str] = []
-    connection = outbox._batcher.connection
-    connection.set_trace_callback(lambda sql: seen.append(" ".join(sql.split()[:3])))
+    batcher = outbox._batcher
+    for name, connection in (
+        ("outbox", batcher.connection),
+        ("deliveries", batcher.deliveries.connection),
+    ):
+        connection.set_trace_callback(
+            lambda sql, name=name: seen.append(f"{name}: " + " ".join(sql.split()[:3]))
+        )
     return seen
 
 
@@ -330,6 +349,7 @@ async def test_a_group_is_written_with_a_few_statements(tmp_path):
     # it back from a busy reactor: a group of 60 calls (40 with a delivery id)
     # must cost a handful of statements, not a few per call.
     outbox = Outbox(tmp_path, reactor)
+    outbox.open()
     try:
         await outbox.add(new_entries(1, prefix="first"))
         await task.deferLater(reactor, 0)
@@ -346,23 +366,28 @@ async def test_a_group_is_written_with_a_few_statements(tmp_path):
         stored = await outbox.load(0, 1000)
     finally:
         await outbox.close()
+    # The deliveries database is held from the check until the outbox is
+    # committed, and the outbox is committed first (see notifications.outbox).
     assert grouped == [
-        "BEGIN IMMEDIATE",
-        "SELECT delivery, seen",
-        "INSERT OR REPLACE",
-        "INSERT INTO outbox",
-        "COMMIT",
+        "deliveries: BEGIN IMMEDIATE",
+        "deliveries: SELECT delivery, seen",
+        "outbox: BEGIN IMMEDIATE",
+        "outbox: INSERT INTO outbox",
+        "outbox: COMMIT",
+        "deliveries: INSERT OR REPLACE",
+        "deliveries: COMMIT",
     ]
     assert [entry.message_id for entries in results for entry in entries] == [
         f"g{i}-{j}" for i in range(60) for j in range(2)
     ]
     assert [entry.id for entry in stored] == list(range(1, 123))
-    assert count_rows(outbox.path, "deliveries") == 40
+    assert count_rows(outbox.deliveries_path, "deliveries") == 40
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_same_delivery_twice_in_one_group(tmp_path):
     outbox = Outbox(tmp_path, reactor)
+    outbox.open()
     try:
         running = outbox.add(new_entries(1, prefix="running"))
         first = outbox.add(new_entries(1, prefix="first"), delivery="twice")
@@ -383,6 +408,7 @@ async def test_the_same_delivery_twice_in_one_group(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_one_failing_operation_does_not_undo_its_group(tmp_path):
     outbox = Outbox(tmp_path, reactor)
+    outbox.open()
     try:
         await outbox.add(new_entries(1, prefix="seen"), delivery="delivery-1")
         # Resumed from inside the batcher's callbacks: let it go idle first.
@@ -408,12 +434,13 @@ async def test_one_failing_operation_does_not_undo_its_group(tmp_path):
     assert [entry.message_id for entry in c] == ["c0", "c1"]
     assert [entry.message_id for entry in stored] == ["seen0", "a0", "c0", "c1"]
     assert outbox.depth == 4
-    assert count_rows(outbox.path, "deliveries") == 2  # delivery-1 and delivery-3
+    assert count_rows(outbox.deliveries_path, "deliveries") == 2  # delivery-1 and delivery-3
 
 
 @pytest_twisted.ensureDeferred
 async def test_storage_full_in_a_group_spares_the_others(tmp_path):
     outbox = Outbox(tmp_path, reactor, max_bytes=64 * 1024)
+    outbox.open()
     try:
         before = outbox.batches
         running = outbox.add(new_entries(1, prefix="a"))
@@ -428,4 +455,81 @@ async def test_storage_full_in_a_group_spares_the_others(tmp_path):
     assert ok_a and ok_small and not ok_big
     big_failure.trap(OutboxFull)
     assert [entry.message_id for entry in stored] == ["a0", "small0"]
-    assert count_rows(outbox.path, "deliveries") == 1
+    assert count_rows(outbox.deliveries_path, "deliveries") == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_workers_sharing_the_deliveries_database_store_each_delivery_once(tmp_path):
+    # Two outboxes (two workers) given the same 300 delivery ids at once, each
+    # on its own thread and connection: every id is stored by exactly one.
+    shared = tmp_path / "deliveries.sqlite3"
+    outboxes = [Outbox(tmp_path / f"worker-{i}", reactor, deliveries=shared) for i in range(2)]
+    for outbox in outboxes:
+        outbox.open()
+    try:
+        calls = [
+            outbox.add(new_entries(1, prefix=f"w{index}-{n}-"), delivery=f"delivery-{n}")
+            for n in range(300)
+            for index, outbox in enumerate(outboxes)
+        ]
+        results = await defer.DeferredList(calls, consumeErrors=True)
+    finally:
+        for outbox in outboxes:
+            await outbox.close()
+    stored = [result for ok, result in results if ok]
+    duplicates = [result for ok, result in results if not ok]
+    assert len(stored) == 300
+    assert all(failure.check(Duplicate) for failure in duplicates)
+    assert len(duplicates) == 300
+    stored_ids = sorted(n for outbox in outboxes for n in _stored_deliveries(outbox.path))
+    assert stored_ids == list(range(300))
+    assert count_rows(shared, "deliveries") == 300
+
+
+def _stored_deliveries(path) -> list[int]:
+    """The delivery numbers (from the message ids ``w<i>-<n>-0``) an outbox file holds."""
+    with closing(sqlite3.connect(path)) as connection:
+        rows = connection.execute("SELECT message_id FROM outbox").fetchall()
+    return [int(message_id.split("-")[1]) for (message_id,) in rows]
+
+
+def test_an_outbox_held_by_a_living_process_is_refused(tmp_path):
+    first = Outbox(tmp_path, reactor, threaded=False)
+    first.open()
+    try:
+        with pytest.raises(OutboxHeld) as held:
+            Outbox(tmp_path, reactor, threaded=False).open()
+        assert held.value.pid == os.getpid()
+        assert f"the outbox in {tmp_path} is held by process {os.getpid()}" in str(held.value)
+        with pytest.raises(OutboxHeld):
+            Outbox(tmp_path, reactor, threaded=False).check()
+    finally:
+        first.close()
+    second = Outbox(tmp_path, reactor, threaded=False)
+    second.check()
+    second.open()
+    second.close()
+
+
+def test_delivery_ids_of_an_earlier_outbox_are_moved_to_the_shared_database(tmp_path):
+    with closing(sqlite3.connect(tmp_path / "outbox.sqlite3")) as old:
+        old.executescript(
+            "CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, message_id TEXT NOT NULL,"
+            " routing_key TEXT NOT NULL, body BLOB NOT NULL, created REAL NOT NULL);"
+            "CREATE TABLE deliveries (delivery TEXT PRIMARY KEY, seen REAL NOT NULL);"
+            "INSERT INTO deliveries VALUES ('old-1', 1e12), ('old-2', 1e12);"
+        )
+    clock = Clock()
+    clock.advance(1e12 + 10)
+    outbox = Outbox(tmp_path, clock, threaded=False)
+    outbox.open()
+    try:
+        failure = outbox.add(new_entries(1), delivery="old-2")
+        assert failure.result.check(Duplicate)
+        failure.addErrback(lambda _: None)
+    finally:
+        outbox.close()
+    assert count_rows(outbox.deliveries_path, "deliveries") == 2
+    with closing(sqlite3.connect(tmp_path / "outbox.sqlite3")) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+    assert "deliveries" not in tables

@@ -30,9 +30,9 @@ from notifications.clients.projects import (
     write_cache,
 )
 from notifications.config import Service
+from notifications.delivery import make_delivery
 from notifications.gates import make_gates
-from notifications.tap import make_dispatcher
-from notifications.web import make_site
+from notifications.web import WebApp
 from tests.conftest import Daemon, make_config, stop_daemon, wait_for
 from tests.fakes import FakeConduit, FakeDockerHub, FakeMailgun
 from tests.helpers import closed_port, first_line, signed_github_request
@@ -98,6 +98,7 @@ class Center:
     daemon: Daemon
     clients: Clients
     service: ClientsService
+    app: WebApp
 
     async def post(self, path, body, headers=None):
         return await self.daemon.post(path, body, headers)
@@ -124,18 +125,18 @@ class Center:
 
 
 async def start_center(config) -> Center:
-    dispatcher = make_dispatcher(config, reactor)
-    dispatcher.startService()
-    await dispatcher.publisher.when_connected().addTimeout(10, reactor)
+    delivery = make_delivery(config, reactor)
+    delivery.startService()
+    await delivery.publisher.when_connected().addTimeout(10, reactor)
     clients = make_clients(config, reactor)
     service = ClientsService(clients)
     service.startService()
     gates = make_gates(config, **clients.gate_collaborators())
     status = partial(projects_map_status, config)
-    site = make_site(config, dispatcher, gates, reactor, service_status=status)
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-    daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, dispatcher, port)
-    return Center(daemon, clients, service)
+    app = WebApp(config, delivery.dispatcher, gates, reactor, service_status=status)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(app.site("all"))
+    daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
+    return Center(daemon, clients, service, app)
 
 
 def services(conduit_url: str) -> list[dict]:
@@ -674,11 +675,10 @@ async def test_mailgun_url_refused(center_factory, fakes, consumer, url):
 async def test_past_max_in_progress_calls_get_503_at_once(center_factory, fakes, consumer):
     """Overload: calls beyond the limit are refused at once, with Retry-After."""
     center = await center_factory(timeout=1.0)
-    handler = center.daemon.port.factory.handler
-    handler.config = replace(handler.config, max_in_progress=2)
+    center.app.reconfigure(replace(center.app.config, max_in_progress=2))
     fakes.conduit.modes["repository.query"] = "slow"
     pushes = [defer.ensureDeferred(center.push()) for _ in range(2)]
-    await wait_for(lambda: handler.in_progress == 2)
+    await wait_for(lambda: center.daemon.dispatcher.calls_in_progress == 2)
     started = reactor.seconds()
     response, answer = await center.post("/gate/Jenkins/Acme", jenkins())
     assert response.code == 503

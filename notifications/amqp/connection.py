@@ -9,9 +9,10 @@ log-in sequence.
 
 from __future__ import annotations
 
+import random
 import struct
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -31,43 +32,81 @@ from .spec import load_spec
 CHANNEL = 1
 
 
+class BrokerListener(Protocol):
+    """What the owner of a connection is told: the connection is made, and the
+    methods the broker sends on its own (each a txamqp ``Message``)."""
+
+    def amqp_connection_made(self, client: AMQClient) -> None:
+        """A new TCP connection, before the log-in."""
+
+    def broker_ack(self, message: Message) -> None:
+        """``basic.ack`` of a publisher confirm."""
+
+    def broker_nack(self, message: Message) -> None:
+        """``basic.nack`` of a publisher confirm."""
+
+    def broker_return(self, message: Message) -> None:
+        """``basic.return``: a mandatory message no queue was bound for."""
+
+    def broker_cancel(self, message: Message) -> None:
+        """``basic.cancel``: the broker dropped a consumer (its queue was deleted…)."""
+
+
+class BrokerEvents:
+    """A :class:`BrokerListener` that ignores everything: owners override what they use."""
+
+    def amqp_connection_made(self, client: AMQClient) -> None:
+        pass
+
+    def broker_ack(self, message: Message) -> None:
+        pass
+
+    def broker_nack(self, message: Message) -> None:
+        pass
+
+    def broker_return(self, message: Message) -> None:
+        pass
+
+    def broker_cancel(self, message: Message) -> None:
+        pass
+
+
 class Delegate(TwistedDelegate):
     """Routes the methods the broker sends on its own to the connection's owner."""
 
     log = Logger()
 
-    def __init__(self, listener: Any = None):
+    def __init__(self, listener: BrokerListener | None = None):
         super().__init__()
-        self.listener = listener
-
-    def _tell(self, name: str, message: Any) -> None:
-        handler: Callable | None = getattr(self.listener, name, None)
-        if handler is not None:
-            handler(message)
+        self.listener: BrokerListener = listener if listener is not None else BrokerEvents()
 
     def basic_ack(self, channel, message) -> None:
-        self._tell("broker_ack", message)
+        self.listener.broker_ack(message)
 
     def basic_nack(self, channel, message) -> None:
-        self._tell("broker_nack", message)
+        self.listener.broker_nack(message)
 
     def basic_return_(self, channel, message) -> None:
-        self._tell("broker_return", message)
+        self.listener.broker_return(message)
 
     def basic_cancel(self, channel, message) -> None:
-        self._tell("broker_cancel", message)
+        self.listener.broker_cancel(message)
 
     def channel_close(self, channel, message) -> None:
-        # A channel error (an exchange declared with another type, say)
-        # leaves our only channel unusable: drop the connection so the
-        # reconnecting service starts again from a clean state.
+        # A channel error on the main channel (an exchange declared with
+        # another type, say) leaves it unusable: drop the connection so the
+        # reconnecting service starts again from a clean state. Other
+        # channels are their users' own (a probe, a stream reader): closed
+        # alone, their user sees the error.
+        super().channel_close(channel, message)
+        if channel.id != CHANNEL:
+            return
         self.log.error(
             "The broker closed channel {channel}: {code} {text}",
             channel=channel.id,
             code=message.reply_code,
             text=message.reply_text,
         )
-        super().channel_close(channel, message)
         self.client.transport.loseConnection()
 
 
@@ -116,6 +155,8 @@ class AMQPClient(AMQClient):
 
     #: Called with the client once the TCP connection is made (see AMQPFactory).
     connection_made_hook: Callable | None = None
+    #: The node (``host:port``) this connection was made to (``NodesEndpoint.current``).
+    node: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -274,7 +315,7 @@ class PublishEncoder:
 class AMQPFactory(Factory):
     """Builds txamqp clients that speak our spec."""
 
-    def __init__(self, broker: BrokerConfig, clock, listener: Any = None):
+    def __init__(self, broker: BrokerConfig, clock, listener: BrokerListener | None = None):
         self.broker = broker
         self.clock = clock
         self.listener = listener
@@ -287,16 +328,56 @@ class AMQPFactory(Factory):
             heartbeat=self.broker.heartbeat,
             clock=self.clock,
         )
-        client.connection_made_hook = getattr(self.listener, "amqp_connection_made", None)
+        if self.listener is not None:
+            client.connection_made_hook = self.listener.amqp_connection_made
         return client
 
 
-def broker_endpoint(reactor, broker: BrokerConfig):
-    """A client endpoint for the broker, with TLS (verified by service_identity) if asked."""
-    endpoint = HostnameEndpoint(reactor, broker.host, broker.port, timeout=broker.connect_timeout)
+def node_name(host: str, port: int) -> str:
+    """``host:port``, an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class NodesEndpoint:
+    """Connects to the broker's nodes in turn: each ``connect`` tries the next one.
+
+    The nodes are shuffled once per process, so that several gateways spread
+    over a cluster, then taken round-robin: a node that fails, or whose
+    connection is lost, is followed by the next one at the next attempt (the
+    reconnecting service's backoff and jitter apply between attempts). With
+    TLS, each node's certificate is checked against that node's own name.
+    """
+
+    def __init__(
+        self, reactor, broker: BrokerConfig, shuffle: Callable[[list], None] | None = None
+    ):
+        nodes = list(broker.nodes)
+        (shuffle or random.shuffle)(nodes)
+        self.nodes = [node_name(host, port) for host, port in nodes]
+        self._endpoints = [_node_endpoint(reactor, broker, host, port) for host, port in nodes]
+        self._next = 0
+        #: The node of the latest attempt: a reconnecting service makes one
+        #: attempt at a time, so this is the node a new connection is to.
+        self.current = ""
+
+    def connect(self, factory: Factory) -> defer.Deferred:
+        index = self._next % len(self._endpoints)
+        self._next += 1
+        self.current = self.nodes[index]
+        return self._endpoints[index].connect(factory)
+
+
+def _node_endpoint(reactor, broker: BrokerConfig, host: str, port: int):
+    endpoint = HostnameEndpoint(reactor, host, port, timeout=broker.connect_timeout)
     if broker.tls:
-        endpoint = wrapClientTLS(optionsForClientTLS(broker.host), endpoint)
+        endpoint = wrapClientTLS(optionsForClientTLS(host), endpoint)
     return endpoint
+
+
+def broker_endpoint(reactor, broker: BrokerConfig) -> NodesEndpoint:
+    """A client endpoint for the broker's node(s), with TLS (verified by
+    service_identity) if asked."""
+    return NodesEndpoint(reactor, broker)
 
 
 @defer.inlineCallbacks
@@ -315,13 +396,42 @@ def open_channel(client: AMQClient, broker: BrokerConfig):
     return channel
 
 
-def connect(reactor, broker: BrokerConfig, listener: Any = None) -> defer.Deferred:
-    """Connect once (no retry) and return ``(client, channel)``; for commands and tests."""
+@defer.inlineCallbacks
+def queue_exists(client: AMQClient, name: str, channel_id: int):
+    """Whether a queue exists, asked on a channel of its own (``channel_id``, closed
+    afterwards): a passive declaration of a missing queue closes its channel."""
+    from txamqp.client import Closed
+
+    channel = yield client.channel(channel_id)
+    yield channel.channel_open()
+    try:
+        yield channel.queue_declare(queue=name, passive=True)
+    except Closed:
+        return False
+    yield channel.channel_close()
+    return True
+
+
+@defer.inlineCallbacks
+def connect(reactor, broker: BrokerConfig, listener: BrokerListener | None = None):
+    """Connect once and return ``(client, channel)``; for commands and tests.
+
+    No retry with a delay: the nodes of a cluster are tried in turn, and the
+    last one's error is raised when none could be reached.
+    """
     endpoint = broker_endpoint(reactor, broker)
-    d = endpoint.connect(AMQPFactory(broker, reactor, listener))
-
-    def opened(client):
-        return open_channel(client, broker).addCallback(lambda channel: (client, channel))
-
-    d.addCallback(opened)
-    return d
+    for attempt in range(len(endpoint.nodes)):
+        try:
+            client = yield endpoint.connect(AMQPFactory(broker, reactor, listener))
+            client.node = endpoint.current
+            try:
+                channel = yield open_channel(client, broker)
+            except BaseException:
+                if client.transport is not None:
+                    client.transport.abortConnection()
+                raise
+        except Exception:
+            if attempt == len(endpoint.nodes) - 1:
+                raise
+            continue
+        return client, channel

@@ -32,6 +32,16 @@ class Clients:
     dockerhub: DockerHubClient
     mailgun: MailgunClient | None
 
+    def reconfigure(self, config: Config) -> None:
+        """Apply a reloaded configuration: the services, their projects maps, the timeout."""
+        self.config = config
+        self.projects.load(config.services)
+        timeout = config.http_timeout
+        for client in (self.conduits, self.projects, self.dockerhub, self.mailgun):
+            if client is not None:
+                client.timeout = timeout
+        self.conduits.forget_clients()
+
     def gate_collaborators(self) -> dict[str, Any]:
         """The keyword arguments of :func:`notifications.gates.make_gates`."""
         return {
@@ -61,7 +71,8 @@ def make_clients(config: Config, reactor, tls_policy=None) -> Clients:
 
 
 class ClientsService(service.Service):
-    """Reads the projects map caches at start; closes the idle connections at stop."""
+    """Makes the connection pool and reads the projects map caches at start;
+    closes the connections at stop."""
 
     log = Logger()
 
@@ -70,6 +81,7 @@ class ClientsService(service.Service):
 
     def startService(self) -> None:
         super().startService()
+        self.clients.http.start()
         # Lookups made before this is done wait for it.
         self.clients.projects.load(self.clients.config.services)
 

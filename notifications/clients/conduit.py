@@ -116,6 +116,10 @@ class Conduits:
         self.timeout = timeout
         self._clients: dict[tuple[str, str], ConduitClient] = {}
 
+    def forget_clients(self) -> None:
+        """Drop the clients made so far (a reload changed tokens, instances or the timeout)."""
+        self._clients.clear()
+
     def client(self, service: Service) -> ConduitClient:
         key = (service.instance or "", service.door)
         if key not in self._clients:

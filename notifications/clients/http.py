@@ -218,15 +218,26 @@ def _mapped(failure: Failure, what: str, timeout: float) -> Failure:
 
 
 class HTTP:
-    """The daemon's HTTP client: one pool, one agent, one treq client, one reactor."""
+    """The daemon's HTTP client: one pool, one agent, one treq client, one reactor.
+
+    Made without a pool: :meth:`start` makes it (the daemon's clients service
+    does, once running; a command's first call does), :meth:`close` closes its
+    connections.
+    """
 
     def __init__(self, reactor, tls_policy=None, persistent: bool = True):
         self.reactor = reactor
-        self.pool = HTTPConnectionPool(reactor, persistent=persistent)
-        agent = Agent(
-            reactor, contextFactory=tls_policy or BrowserLikePolicyForHTTPS(), pool=self.pool
-        )
-        self.client = HTTPClient(agent)
+        self.tls_policy = tls_policy or BrowserLikePolicyForHTTPS()
+        self.persistent = persistent
+        self.pool: HTTPConnectionPool | None = None
+        self.client: HTTPClient | None = None
+
+    def start(self) -> None:
+        """Make the connection pool, the agent and the treq client (once)."""
+        if self.client is None:
+            self.pool = HTTPConnectionPool(self.reactor, persistent=self.persistent)
+            agent = Agent(self.reactor, contextFactory=self.tls_policy, pool=self.pool)
+            self.client = HTTPClient(agent)
 
     def request(
         self, what: str, method: str, url: str, timeout: float, **kwargs: Any
@@ -240,6 +251,7 @@ class HTTP:
         the APIs called needs them, and following one could carry a
         credential elsewhere.
         """
+        self.start()
         d = self.client.request(
             method,
             url,
@@ -260,5 +272,8 @@ class HTTP:
         return d
 
     def close(self) -> defer.Deferred:
-        """Close the idle connections (at shutdown)."""
-        return self.pool.closeCachedConnections()
+        """Close the idle connections (at shutdown); the next call makes a new pool."""
+        pool, self.pool, self.client = self.pool, None, None
+        if pool is None:
+            return defer.succeed(None)
+        return pool.closeCachedConnections()

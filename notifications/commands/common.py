@@ -1,0 +1,153 @@
+"""What every ``notifications`` command shares: errors, output, the reactor, options."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, TextIO
+
+from twisted.internet import defer
+from twisted.internet.task import react
+from twisted.logger import LogLevel, formatEvent, globalLogPublisher
+
+from ..amqp.connection import BrokerEvents, connect
+from ..config import Config, config_path, load_config
+
+PROG = "notifications"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+
+class CommandError(Exception):
+    """A problem the user can fix: printed as one line, with an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_FAILURE):
+        super().__init__(message)
+        self.code = code
+
+
+def say(line: str = "", stream: TextIO | None = None) -> None:
+    """Print one line and flush it at once, as ``tail`` output is often piped."""
+    stream = stream or sys.stdout
+    stream.write(line + "\n")
+    stream.flush()
+
+
+def complain(message: str) -> None:
+    """Print one ``notifications: …`` line on stderr."""
+    say(f"{PROG}: {message}", sys.stderr)
+
+
+@contextmanager
+def printing_warnings(*namespaces: str) -> Iterator[None]:
+    """While active, the warnings and errors logged under ``namespaces`` (default:
+    the clients') are printed on stderr: no log is set up in a command."""
+    prefixes = namespaces or ("notifications.clients",)
+
+    def observer(event: dict) -> None:
+        namespace = event.get("log_namespace") or ""
+        if namespace.startswith(prefixes) and event.get("log_level") in (
+            LogLevel.warn,
+            LogLevel.error,
+            LogLevel.critical,
+        ):
+            complain(f"warning: {formatEvent(event)}")
+
+    globalLogPublisher.addObserver(observer)
+    try:
+        yield
+    finally:
+        globalLogPublisher.removeObserver(observer)
+
+
+def load(args: argparse.Namespace) -> Config:
+    """The configuration named by ``--config`` (or its default)."""
+    return load_config(config_path(args.config))
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Columns aligned with spaces, a rule under the headers."""
+    widths = [max(len(row[column]) for row in (headers, *rows)) for column in range(len(headers))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True))
+
+    rule = "  ".join("-" * width for width in widths)
+    return [line(headers).rstrip(), rule, *(line(row).rstrip() for row in rows)]
+
+
+def run_react(main: Callable[..., Any], *arguments: Any) -> int:
+    """Run ``main(reactor, *arguments)`` in the reactor until it is done; its exit code."""
+    try:
+        react(main, arguments)
+    except SystemExit as done:
+        return done.code if isinstance(done.code, int) else EXIT_FAILURE
+    return EXIT_OK  # pragma: no cover - react always exits
+
+
+async def reporting_errors(reactor, main, *arguments) -> None:
+    """Run ``main`` in the reactor so that a CommandError still ends as one line and a code."""
+    try:
+        await main(reactor, *arguments)
+    except CommandError as error:
+        complain(str(error))
+        raise SystemExit(error.code) from None
+
+
+def describe_failure(error: BaseException) -> str:
+    text = str(error).strip()
+    return text or type(error).__name__
+
+
+# The broker, for the commands that talk to it ------------------------------------------
+
+
+def start_connection(
+    reactor, config: Config, listener: BrokerEvents | None = None
+) -> defer.Deferred:
+    """Connect and log in to the configured broker; fires with ``(client, channel)``."""
+    d = connect(reactor, config.broker, listener=listener)
+    # The TCP connection has its own timeout; this one also covers the AMQP log-in.
+    d.addTimeout(config.broker.connect_timeout, reactor)
+    return d
+
+
+async def connected(d: defer.Deferred, config: Config):
+    """The ``(client, channel)`` of :func:`start_connection`, or a :class:`CommandError`."""
+    broker = config.broker
+    where = broker.describe()
+    try:
+        return await d
+    except defer.TimeoutError:
+        raise CommandError(
+            f"cannot reach the broker at {where}: no answer within {broker.connect_timeout:g} s"
+        ) from None
+    except Exception as error:
+        raise CommandError(
+            f"cannot reach the broker at {where}: {describe_failure(error)}"
+        ) from None
+
+
+async def close_connection(client) -> None:
+    """Close the AMQP connection politely, giving up after two seconds."""
+    try:
+        await client.close(within=2)
+    except Exception:  # noqa: S110 - the connection is going away anyway
+        pass
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be positive")
+    return value
