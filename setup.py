@@ -32,6 +32,8 @@ setup(
             "jinja2>=3.1",
             "pyyaml>=6",
             "schemathesis>=4.32,<5",
+            # tests/test_docs.py reads the reference and the README as reStructuredText
+            "docutils>=0.21",
             # pinned: the formatter's output changes between releases
             "ruff==0.17.6",
         ],

@@ -1,4 +1,4 @@
-"""Analyzer configuration: which group a notification goes to (SPEC §5).
+"""Analyzer configuration: which group a notification goes to (docs/reference.rst §5).
 
 The files are the older system's, read as they are:
 ``<directory>/<Service>/<door>.json``, else ``<directory>/<Service>/default.json``,

@@ -1,5 +1,5 @@
-"""The ``notifications`` command (SPEC §8): configuration tools, payloads, projects maps,
-``tail`` and ``send``.
+"""The ``notifications`` command (docs/reference.rst §8): configuration tools, payloads,
+projects maps, ``tail`` and ``send``.
 
 ``config show`` and ``config validate`` read the configuration; ``payload``
 runs a payload file through the daemon's own gate, so that what it prints

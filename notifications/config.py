@@ -1,4 +1,4 @@
-"""The configuration file (TOML) and the files it names (SPEC §7).
+"""The configuration file (TOML) and the files it names (docs/reference.rst §7).
 
 Everything is read and checked once, at start-up: a wrong file stops the
 daemon with one line naming the file and the problem. Secrets are kept out of

@@ -1,4 +1,4 @@
-"""The notification: the one standardized message every gate produces (SPEC §1)."""
+"""The notification: the one standardized message every gate produces (docs/reference.rst §1)."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ class Notification:
     link: str
 
     def as_dict(self) -> dict[str, Any]:
-        """The notification as the JSON object consumers receive, keys in SPEC order."""
+        """The notification as the JSON object consumers receive, keys in reference §1.1 order."""
         return {
             "service": self.service,
             "project": self.project,

@@ -3,7 +3,7 @@
 The document is built here, in Python, so that the shared pieces (the
 actions report, the error answers) are written once; it is plain data and
 never depends on the configuration: it describes every answer a daemon may
-give, whatever its features, credentials and state (README, SPEC §2, §3, §6,
+give, whatever its features, credentials and state (README, docs/reference.rst §2, §3, §6,
 §7). ``tests/test_openapi.py`` runs schemathesis against a running daemon to
 keep it honest.
 """

@@ -1,4 +1,4 @@
-"""The actions report a gate answers with (SPEC §6)."""
+"""The actions report a gate answers with (docs/reference.rst §6)."""
 
 from __future__ import annotations
 

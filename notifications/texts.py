@@ -1,4 +1,4 @@
-"""Small text helpers shared by every renderer (SPEC §4)."""
+"""Small text helpers shared by every renderer (docs/reference.rst §4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The HTTP surface: ``/``, ``/status``, ``/config`` and the ``/gate`` tree (SPEC §2).
+"""The HTTP surface: ``/``, ``/status``, ``/config`` and the ``/gate`` tree (docs/reference.rst §2).
 
 A gate call goes one straight way: the door resource turns the request into
 a :class:`~notifications.gates.GateCall`, the gate checks and renders it, the
@@ -73,7 +73,7 @@ class StatusResource(Leaf):
 
 
 class ConfigResource(Leaf):
-    """``GET /config``: the configuration report, never a secret (SPEC §7)."""
+    """``GET /config``: the configuration report, never a secret (reference §7)."""
 
     def __init__(self, config: Config, service_status):
         super().__init__()

@@ -21,7 +21,7 @@ from twisted.protocols import portforward
 
 from tests.conftest import BROKER_HOST, BROKER_PORT
 
-#: The seven keys of a notification (SPEC §1).
+#: The seven keys of a notification (reference §1).
 NOTIFICATION_KEYS = {"service", "project", "group", "rawContent", "type", "text", "link"}
 
 
@@ -111,7 +111,7 @@ def assert_report(
     assert isinstance(report["created"], int)
     assert len(report["actions"]) == len(routing_keys)
     for action, key in zip(report["actions"], routing_keys, strict=True):
-        # With the broker up, the confirm comes before the answer (SPEC §6).
+        # With the broker up, the confirm comes before the answer (reference §6).
         assert action == {
             "action": "AMQPAction",
             "method": "publish",

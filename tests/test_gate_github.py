@@ -1,5 +1,5 @@
 """The GitHub gate end to end: real HTTP in, the notification back from RabbitMQ
-(SPEC §3.1, §4.1, §5)."""
+(docs/reference.rst §3.1, §4.1, §5)."""
 
 from __future__ import annotations
 

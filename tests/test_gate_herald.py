@@ -1,4 +1,5 @@
-"""Herald webhooks on the Phabricator gate, end to end (SPEC §3.4 [beyond], §3.1 allow_unsigned).
+"""Herald webhooks on the Phabricator gate, end to end
+(docs/reference.rst §3.4, §3.1 allow_unsigned).
 
 Real HTTP calls to the daemon (wired as ``makeService`` wires it: the clients
 given to the gates), a real RabbitMQ, and the fake Conduit of

@@ -1,4 +1,5 @@
-"""The Phabricator gate end to end: feed stories from ``feed.http-hooks`` (SPEC §3.4)."""
+"""The Phabricator gate end to end: feed stories from ``feed.http-hooks``
+(docs/reference.rst §3.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The Docker Hub, Jenkins and Notification gates end to end (SPEC §3.2, §3.3, §3.5)."""
+"""The Docker Hub, Jenkins and Notification gates end to end
+(docs/reference.rst §3.2, §3.3, §3.5)."""
 
 from __future__ import annotations
 

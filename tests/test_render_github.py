@@ -1,4 +1,4 @@
-"""GitHub texts, links, types, groups and ignore rules (SPEC §3.1, §4.1, §5)."""
+"""GitHub texts, links, types, groups and ignore rules (docs/reference.rst §3.1, §4.1, §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Every GitHub webhook event and action: texts, links, groups, ignore rules (SPEC §4.1, §5).
+"""Every GitHub webhook event and action: texts, links, groups, ignore rules
+(docs/reference.rst §4.1, §5).
 
 Each row names an event and an action (or a case of an event without
 actions) and asserts the exact text and link. The list of events and actions
@@ -732,7 +733,7 @@ def each(event, cases, payload_of, text_of, link):
 
 
 ROWS = [
-    # ping, push (the SPEC's forms, then tags, created and deleted branches, sizes)
+    # ping, push (the older system's forms, then tags, created and deleted branches, sizes)
     row(
         "ping",
         "zen",
@@ -2362,7 +2363,7 @@ def test_every_documented_event_has_a_renderer():
 
 
 def test_every_renderer_is_a_documented_event():
-    # default_branch is the center's own name for a repository event (SPEC §3.1).
+    # default_branch is the center's own name for a repository event (reference §3.1).
     assert set(github.RENDERERS) - set(DOCUMENTED) == {"default_branch"}
 
 

@@ -1,4 +1,4 @@
-"""Docker Hub, Jenkins and Phabricator renderers (SPEC §3.2–3.4, §4.2, §4.3)."""
+"""Docker Hub, Jenkins and Phabricator renderers (docs/reference.rst §3.2–3.4, §4.2, §4.3)."""
 
 from __future__ import annotations
 

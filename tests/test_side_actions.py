@@ -1,4 +1,4 @@
-"""Side actions end to end (SPEC §3.2, §3.4, §3.6): real gate calls to the daemon,
+"""Side actions end to end (docs/reference.rst §3.2, §3.4, §3.6): real gate calls to the daemon,
 real HTTP to fake Conduit, Docker Hub and Mailgun servers on loopback, and the
 notification consumed back from RabbitMQ.
 

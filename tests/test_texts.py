@@ -1,4 +1,4 @@
-"""The text helpers every renderer shares (SPEC §4)."""
+"""The text helpers every renderer shares (docs/reference.rst §4)."""
 
 from __future__ import annotations
 

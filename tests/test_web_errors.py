@@ -1,5 +1,5 @@
 """The HTTP surface around the gates: wrong methods and paths, /status, /config,
-feature toggles, and a broker that is not there (SPEC §2, §6, §7)."""
+feature toggles, and a broker that is not there (docs/reference.rst §2, §6, §7)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The HTTP clients of the side actions: Conduit, Docker Hub, Mailgun (SPEC §3.2, §3.4, §3.6).
+"""The HTTP clients of the side actions: Conduit, Docker Hub, Mailgun
+(docs/reference.rst §3.2, §3.4, §3.6).
 
 Gates ask for what they need (a story's projects, a push's side actions, a
 stored mail); these clients make the calls, all through the one

@@ -1,4 +1,5 @@
-"""Phabricator's Conduit API (SPEC §3.7), and the side action of a GitHub push on it (§3.6).
+"""Phabricator's Conduit API (docs/reference.rst §3.7), and the side action of a GitHub
+push on it (§3.6).
 
 ``POST <instance>/api/<method>``, the arguments form-encoded PHP-style
 (``constraints[phids][0]=…``) plus ``api.token``; the answer is JSON with

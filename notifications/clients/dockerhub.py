@@ -1,4 +1,4 @@
-"""Docker Hub's build trigger: the side action of a GitHub push (SPEC §3.6)."""
+"""Docker Hub's build trigger: the side action of a GitHub push (docs/reference.rst §3.6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Mailgun's stored messages: how a Docker Hub build failure becomes a notification (SPEC §3.2).
+"""Mailgun's stored messages: how a Docker Hub build failure becomes a notification
+(docs/reference.rst §3.2).
 
 Docker Hub announces a failed build only by e-mail; Mailgun stores the mail
 and calls the DockerHub gate with the message's ``storage.url``. That URL

@@ -1,4 +1,5 @@
-"""The projects of a Phabricator story (SPEC §3.4), named through a cached projects map.
+"""The projects of a Phabricator story (docs/reference.rst §3.4), named through a cached
+projects map.
 
 A story's object is looked up through Conduit (one entry of :data:`LOOKUPS`
 per object type) for its project PHIDs; the instance's *projects map*
@@ -36,7 +37,7 @@ CACHE_DIRECTORY = "phabricator"
 
 NOT_CACHED = "Projects map not cached."
 
-#: ``project.query`` returns at most this many projects (SPEC §3.4).
+#: ``project.query`` returns at most this many projects (reference §3.4).
 PROJECTS_LIMIT = 1000
 
 

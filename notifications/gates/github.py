@@ -1,4 +1,4 @@
-"""The GitHub gate: signed webhooks, one notification per event (SPEC §3.1)."""
+"""The GitHub gate: signed webhooks, one notification per event (docs/reference.rst §3.1)."""
 
 from __future__ import annotations
 
@@ -119,7 +119,7 @@ class GitHubGate(Gate):
         return outcome
 
     def side_actions(self, door: str, event: str, payload: dict) -> list[SideAction]:
-        """What a push asks of other services (SPEC §3.6), each only when configured:
+        """What a push asks of other services (reference §3.6), each only when configured:
         a Phabricator door of the same name with its API token, a Docker Hub token
         for the repository."""
         if event != "push":

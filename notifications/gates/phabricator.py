@@ -1,4 +1,5 @@
-"""The Phabricator gate: feed stories from ``feed.http-hooks`` and Herald webhooks (SPEC §3.4).
+"""The Phabricator gate: feed stories from ``feed.http-hooks`` and Herald webhooks
+(docs/reference.rst §3.4).
 
 Feed stories are not signed (Phabricator cannot sign them): the door only has
 to be a declared instance. Herald webhooks are signed with the webhook's HMAC

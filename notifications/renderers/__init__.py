@@ -1,4 +1,5 @@
-"""Renderers: turn a service's payload into the text and link of a notification (SPEC §4).
+"""Renderers: turn a service's payload into the text and link of a notification
+(docs/reference.rst §4).
 
 One module per service, each a set of pure functions (no I/O; the only
 Twisted piece is a debug log of the payloads a renderer could not read), so

@@ -1,4 +1,4 @@
-"""Docker Hub payloads as notification texts (SPEC §3.2, §4.2).
+"""Docker Hub payloads as notification texts (docs/reference.rst §3.2, §4.2).
 
 Docker Hub calls the gate itself for pushes; build failures only come as an
 e-mail, which Mailgun stores and announces. The gate fetches that stored

@@ -1,4 +1,4 @@
-"""GitHub webhook payloads as notification texts (SPEC §4.1) and groups (SPEC §5).
+"""GitHub webhook payloads as notification texts (docs/reference.rst §4.1) and groups (§5).
 
 Each event type has one entry in :data:`RENDERERS`: a function from the
 payload to ``(text, link)``. Most events say what happened through their
@@ -8,11 +8,11 @@ action → text, so that teaching the center a new event or action is one entry.
 events and actions it does not know and for payloads it cannot read, each
 told once at debug level (the only thing here that is not a pure function).
 
-Conventions of the texts beyond the SPEC's own: who (``sender.login``) did
+Conventions of the texts beyond the older system's own: who (``sender.login``) did
 what to which object, the object last when it carries a free title
 (``#<n> — <title>``); bodies and descriptions as one line cut to 114
 characters; repositories by full name, except in ``push`` texts (by name, as
-the SPEC's). Details a payload may lack are left out rather than left blank.
+the older system's). Details a payload may lack are left out rather than left blank.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ Texts = dict[str, Callable[[str, str, Any], str]]
 
 #: Organization-level events: they go to the administrative group, not to a
 #: repository's group. ``member`` (a repository's collaborators) is one of
-#: them, as SPEC §5 says: who may push is the organization admins' business,
-#: whatever the repository. ``default_branch`` is not one (SPEC §3.1).
+#: them, as reference §5 says: who may push is the organization admins' business,
+#: whatever the repository. ``default_branch`` is not one (reference §3.1).
 ADMINISTRATIVE_EVENTS = frozenset(
     {
         "custom_property",
@@ -279,7 +279,7 @@ def _same(*actions: str) -> dict[str, str]:
     return {action: action for action in actions}
 
 
-# The older system's twelve events (SPEC §4.1) -----------------------------
+# The older system's twelve events (reference §4.1) ------------------------
 
 
 def _person(commit: Any, role: str) -> str:
@@ -402,7 +402,7 @@ def render_issue_comment(payload: Any) -> tuple[str, str]:
     if verb is None:
         FALLBACKS.tell("issue_comment", action, "unknown action")
         return f"Unknown issue comment action: {action}", link
-    # The SPEC names the comment's author; who pins a comment is the sender.
+    # The older system names the comment's author; who pins a comment is the sender.
     who = ("sender", "login") if action.endswith("pinned") else ("comment", "user", "login")
     author = need(payload, *who)
     issue = f"#{need(payload, 'issue', 'number')}{SEPARATOR}{need(payload, 'issue', 'title')}"
@@ -529,7 +529,7 @@ def _changed_keys(payload: Any) -> str:
 
 
 #: ``repository`` actions: ``(sender, full name, payload)`` → text. The first
-#: four are the SPEC's; the others also say who did it.
+#: four are the older system's; the others also say who did it.
 _REPOSITORY_TEXTS: Texts = {
     "created": lambda a, r, p: f"New repository {r}",
     "deleted": lambda a, r, p: f"Repository {r} deleted (danger zone)",
@@ -664,7 +664,7 @@ _DISCUSSION: Texts = {
 
 
 def _comment_texts(target: str) -> Texts:
-    """Texts of comments added, edited, deleted on a ``target``, in the SPEC's words."""
+    """Texts of comments added, edited, deleted on a ``target``, in the older system's words."""
     return {
         "created": lambda a, s, p: (
             f"{a} added a comment to {target} {s}: {_excerpt(need(p, 'comment', 'body'))}"
@@ -1524,7 +1524,7 @@ def _status_update(payload: Any) -> str:
 
 #: Event type → renderer. One line per event the center knows how to tell.
 RENDERERS: dict[str, Renderer] = {
-    # The older system's twelve (SPEC §4.1).
+    # The older system's twelve (reference §4.1).
     "ping": render_ping,
     "push": render_push,
     "create": render_create,
@@ -1743,7 +1743,7 @@ def render(event: str, payload: Any) -> tuple[str, str, str]:
 
 
 def group(type_: str, payload: Any, analyzer: AnalyzerConfig, door: str) -> str:
-    """The group of a GitHub notification (SPEC §5).
+    """The group of a GitHub notification (reference §5).
 
     Organization-level events (:data:`ADMINISTRATIVE_EVENTS`) go to the
     administrative group; the others to the group of their repository's

@@ -1,4 +1,4 @@
-"""Jenkins Notification plugin payloads as notification texts (SPEC §3.3, §4.3)."""
+"""Jenkins Notification plugin payloads as notification texts (docs/reference.rst §3.3, §4.3)."""
 
 from __future__ import annotations
 

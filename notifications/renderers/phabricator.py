@@ -1,4 +1,4 @@
-"""Phabricator feed stories and Herald webhooks as notification texts (SPEC §3.4).
+"""Phabricator feed stories and Herald webhooks as notification texts (docs/reference.rst §3.4).
 
 Phabricator's ``feed.http-hooks`` post a form with PHP-style bracket keys
 (``storyData[objectPHID]``); :func:`parse_form` nests them as PHP would, and
