@@ -390,7 +390,7 @@ class CallHandler:
         outcome, report = result
         status = report_status(report["actions"])
         detail = "duplicate delivery" if report.get("duplicate") else _summary(report["actions"])
-        self._log_call(outcome.gate, door, outcome, status, detail or "nothing to do", request)
+        self._log_call(gate.name, door, outcome, status, detail or "nothing to do", request)
         if self.metrics is not None:
             self.metrics.observe_report(report)
         if request._disconnected:
