@@ -41,6 +41,7 @@ from .config import FEATURES, GATES, Config, ConfigError, Service, config_path, 
 from .config import validate_files as find_config_problems
 from .gates import GateCall, GateError, Outcome, Publication, make_gates
 from .notification import Notification, RoutingKeyTooLong
+from .texts import SEPARATOR
 
 PROG = "notifications"
 EXIT_OK = 0
@@ -52,8 +53,6 @@ CLI_DOOR = "cli"
 
 #: Seconds between reconnection attempts of ``tail``.
 RECONNECT_DELAYS = (1, 2, 4, 8, 16, 30)
-
-SEPARATOR = " — "
 
 
 class CommandError(Exception):
