@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 
 from . import __version__
 from .config import GATES, Config
+from .http import Leaf
 
 #: The files of ``notifications/static/`` and their content types.
 STATIC_TYPES = {
@@ -57,12 +58,7 @@ def load_static() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class _Leaf(Resource):
-    def getChild(self, path, request):
-        return notFound()
-
-
-class StaticFile(_Leaf):
+class StaticFile(Leaf):
     """One file held in memory."""
 
     def __init__(self, content_type: bytes, content: bytes):
@@ -75,7 +71,7 @@ class StaticFile(_Leaf):
         return self.content
 
 
-class StaticFiles(_Leaf):
+class StaticFiles(Leaf):
     """``/static/<name>``: the page's script, stylesheet and icon."""
 
     def __init__(self, files: dict[str, tuple[bytes, bytes]]):
@@ -87,7 +83,7 @@ class StaticFiles(_Leaf):
         return notFound().render(request)
 
 
-class StatusJSON(_Leaf):
+class StatusJSON(Leaf):
     """``GET /status.json``: what the status page shows (never a secret)."""
 
     def __init__(self, config: Config, dispatcher, recent: Iterable[dict], reactor):

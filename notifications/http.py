@@ -6,6 +6,8 @@ client trickling a byte every few seconds keeps a connection forever. These
 subclasses, plugged into the :class:`~twisted.web.server.Site`, refuse a body
 over the limit as soon as its length is known (or as soon as a chunked body
 grows past it) and give every request a deadline to arrive in full.
+
+:class:`Leaf` is the base of the daemon's resources that have no children.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from io import BytesIO
 
 from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 
 
 def _raw_response(status: bytes, body: bytes) -> bytes:
@@ -30,6 +34,13 @@ TOO_SLOW = _raw_response(b"408 Request Timeout", b"Request timeout.\n")
 TOO_LONG = _raw_response(
     b"431 Request Header Fields Too Large", b"Request line or headers too large.\n"
 )
+
+
+class Leaf(Resource):
+    """A resource with no children: anything below it is 404."""
+
+    def getChild(self, path, request):
+        return notFound()
 
 
 class GateRequest(server.Request):

@@ -23,7 +23,7 @@ from twisted.web.resource import Resource
 from .config import GATES, Config
 from .dashboard import Dashboard
 from .gates import Gate, GateCall, GateError, Outcome
-from .http import GateSite
+from .http import GateSite, Leaf
 from .jsonutil import dumps
 from .metrics import Metrics
 from .notification import RoutingKeyTooLong
@@ -47,13 +47,6 @@ def _json(request, status: int, value: Any) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     return dumps(value)
-
-
-class Leaf(Resource):
-    """A resource with no children: anything below it is 404."""
-
-    def getChild(self, path, request):
-        return notFound()
 
 
 class PublicRoot(Leaf):
