@@ -657,7 +657,10 @@ class Confirms:
             self.confirmed.errback(CommandError("the broker refused the message (nack)"))
 
     def broker_return(self, message) -> None:
-        pass  # not published with mandatory: an unrouted notification is normal
+        # Published as mandatory (the daemon's PublishEncoder sets the flag), a
+        # notification no queue is bound for comes back before its ack: that is
+        # the normal fate of a notification nobody listens to, so not an error.
+        pass
 
 
 def notification_from_args(config: Config, args: argparse.Namespace) -> Publication:
