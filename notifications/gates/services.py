@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
+
 from ..notification import Notification
-from ..renderers import dockerhub, jenkins
+from ..renderers import dig, dockerhub, jenkins
 from .base import Gate, GateCall, Outcome, Publication, bad_request, parse_json_object
 
 
@@ -36,15 +38,41 @@ class DockerHubGate(Gate):
         payload = parse_json_object(call.body)
         event = dockerhub.event_of(payload)
         outcome = Outcome(gate=self.name, event=event)
-        if event == "push":
+        if event == dockerhub.PUSH:
             text, link = dockerhub.render_push(payload)
             outcome.publications.append(
                 Publication(self.notification(call.door, payload, event, text, link))
             )
             return outcome
+        return self.build_failure(call.door, payload, outcome)
+
+    def build_failure(self, door: str, payload: Any, outcome: Outcome) -> defer.Deferred:
+        """The stored mail Mailgun announced is fetched: it says what failed.
+
+        A URL that is not Mailgun's is a 400 (raised at once). When the fetch
+        fails nothing can be published (the mail is the notification); the
+        outcome then only has the ``MailgunAction`` entry with the error, so
+        that the answer is 503 and Mailgun, which retries failed webhook
+        calls, calls again later.
+        """
         if self.mailgun is None:
             raise bad_request("build failure notifications need a Mailgun key")
-        return self.mailgun.build_failure(self, call.door, payload, outcome)
+        url = dig(payload, "storage", "url", default=None)
+        reason = self.mailgun.refusal(url)
+        if reason is not None:
+            raise bad_request(reason)
+
+        def fetched(result: tuple[dict | None, dict]) -> Outcome:
+            message, report = result
+            if message is not None:
+                repository, link = dockerhub.parse_failure_mail(message["body-plain"])
+                text, link = dockerhub.render_build_failure(repository, link)
+                notification = self.notification(door, payload, dockerhub.BUILD_FAILURE, text, link)
+                outcome.publications.append(Publication(notification))
+            outcome.side_actions.append(lambda: defer.succeed(report))
+            return outcome
+
+        return self.mailgun.fetch(url, door).addCallback(fetched)
 
 
 class JenkinsGate(Gate):
