@@ -25,6 +25,9 @@ from . import __version__
 from .config import GATES, Config
 from .http import Leaf
 
+#: How many accepted notifications the status page shows.
+RECENT = 20
+
 #: The files of ``notifications/static/`` and their content types.
 STATIC_TYPES = {
     ".html": b"text/html; charset=utf-8",

@@ -21,20 +21,15 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from .config import GATES, Config
-from .dashboard import Dashboard
+from .dashboard import RECENT, Dashboard
 from .gates import Gate, GateCall, GateError, Outcome
-from .http import GateSite, Leaf
+from .http import ALIVE, POST_ONLY, GateSite, Leaf
 from .jsonutil import dumps
 from .metrics import Metrics
 from .notification import RoutingKeyTooLong
 from .openapi import OpenAPIResource
 from .outbox import Duplicate, OutboxError
-from .report import amqp_action, make_report, report_status
-
-#: How many accepted notifications the status page shows.
-RECENT = 20
-
-POST_ONLY = "This gate takes POST requests: see the documentation of the notifications center."
+from .report import REQUEST_ID_BYTES, amqp_action, make_report, report_status
 
 
 def _plain(request, status: int, body: str) -> bytes:
@@ -62,7 +57,7 @@ class StatusResource(Leaf):
     isLeaf = False
 
     def render_GET(self, request):
-        return _plain(request, 200, "ALIVE")
+        return _plain(request, 200, ALIVE)
 
 
 class ConfigResource(Leaf):
@@ -445,7 +440,7 @@ class CallHandler:
 
 def _request_id() -> str:
     """A short id tying a call's log line, its report and its X-Request-Id header."""
-    return os.urandom(8).hex()
+    return os.urandom(REQUEST_ID_BYTES).hex()
 
 
 def _summary(actions: list[dict]) -> str:

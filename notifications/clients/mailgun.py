@@ -20,10 +20,8 @@ from urllib.parse import urlsplit
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..report import side_action
+from ..report import MAILGUN, side_action
 from .http import HTTP, MalformedAnswer, RemoteServiceError, origin
-
-MAILGUN = "MailgunAction"
 
 
 def is_loopback(host: str) -> bool:
