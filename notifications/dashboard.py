@@ -22,7 +22,8 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from . import __version__
-from .config import GATES, Config
+from .config import Config
+from .gates import gate_names
 from .http import Leaf
 
 #: How many accepted notifications the status page shows.
@@ -124,7 +125,7 @@ def status_report(
         "version": __version__,
         "now": round(now, 3),
         "exchange": config.broker.exchange,
-        "gates": {"enabled": config.feature("Gate"), "names": list(GATES)},
+        "gates": {"enabled": config.feature("Gate"), "names": list(gate_names())},
         "config": config.feature("GetConfig"),
         "broker": dispatcher.publisher.status(),
         "outbox": outbox,

@@ -8,13 +8,95 @@ from twisted.internet import defer
 
 from ..notification import Notification
 from ..renderers import dig, dockerhub, jenkins
-from .base import Gate, GateCall, Outcome, Publication, bad_request, parse_json_object
+from ..report import MAILGUN
+from .base import (
+    Gate,
+    GateCall,
+    GateDescription,
+    Outcome,
+    Publication,
+    bad_request,
+    parse_json_object,
+)
+
+# How the OpenAPI document describes the bodies of the calls.
+
+DOCKERHUB_PAYLOAD = {
+    "type": "object",
+    "description": "A push (repository.repo_url present) or a Mailgun stored-message event "
+    "announcing a build failure (storage.url, a Mailgun https URL; 400 when the daemon "
+    "has no Mailgun key or the URL is not Mailgun's).",
+    "properties": {
+        "repository": {
+            "type": "object",
+            "properties": {"repo_url": {"type": "string"}, "repo_name": {"type": "string"}},
+        },
+        "push_data": {
+            "type": "object",
+            "properties": {"pusher": {"type": "string"}, "tag": {"type": "string"}},
+        },
+        "storage": {"type": "object", "properties": {"url": {"type": "string"}}},
+    },
+    "example": {
+        "repository": {
+            "repo_name": "acme/widgets",
+            "repo_url": "https://hub.docker.com/r/acme/widgets",
+        },
+        "push_data": {"pusher": "alice", "tag": "latest"},
+    },
+}
+
+JENKINS_PAYLOAD = {
+    "type": "object",
+    "description": "The Jenkins Notification plugin's JSON.",
+    "required": ["name", "build"],
+    "properties": {
+        "name": {"type": "string", "description": "The job."},
+        "build": {
+            "type": "object",
+            "required": ["phase"],
+            "properties": {
+                "phase": {"type": "string", "example": "COMPLETED"},
+                "status": {"type": "string", "example": "SUCCESS"},
+                "full_url": {"type": "string"},
+            },
+        },
+    },
+    "example": {
+        "name": "widgets",
+        "build": {"phase": "COMPLETED", "status": "SUCCESS", "full_url": "https://ci/job/1/"},
+    },
+}
+
+NOTIFICATION = {
+    "type": "object",
+    "description": "A ready-made notification. project defaults to the door when absent or "
+    'empty; text and link default to "" (null too); rawContent to null.',
+    "required": ["service", "group", "type"],
+    "properties": {
+        "service": {"type": "string", "minLength": 1},
+        "project": {"type": "string"},
+        "group": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "text": {"type": "string", "nullable": True},
+        "link": {"type": "string", "nullable": True},
+        "rawContent": {"description": "Anything: kept in the notification as is."},
+    },
+    "example": {"service": "Deployer", "group": "ops", "type": "deploy", "text": "v2 is live"},
+}
 
 
 class DockerHubGate(Gate):
     """``POST /gate/DockerHub/<door>``: image pushes and (through Mailgun) build failures."""
 
     name = "DockerHub"
+    clients = ("mailgun",)
+    openapi = GateDescription(
+        summary="A Docker Hub push, or a build failure through Mailgun",
+        description="Group docker; type push or buildFailure.",
+        body={"application/json": {"schema": DOCKERHUB_PAYLOAD}},
+        side_actions=(MAILGUN,),
+    )
     group = "docker"
 
     def __init__(self, config, mailgun=None):
@@ -79,6 +161,15 @@ class JenkinsGate(Gate):
     """``POST /gate/Jenkins/<door>``: the Jenkins Notification plugin."""
 
     name = "Jenkins"
+    openapi = GateDescription(
+        summary="A Jenkins Notification plugin build event",
+        description=(
+            "Type: the lowercase phase, plus . and the lowercase status. A job listed in "
+            "notifyOnlyOnFailure publishes only on FAILURE, ABORTED or UNSTABLE: otherwise "
+            "200 with no action."
+        ),
+        body={"application/json": {"schema": JENKINS_PAYLOAD}},
+    )
 
     def process(self, call: GateCall) -> Outcome:
         self.check_door_secret(call)
@@ -111,6 +202,20 @@ class NotificationGate(Gate):
     """``POST /gate/Notification/<door>``: a ready-made notification from any tool."""
 
     name = "Notification"
+    openapi = GateDescription(
+        summary="A ready-made notification from any tool",
+        description=(
+            "service, group and type must be non-empty strings, text and link strings, else "
+            "400. The report's gate is the notification's service."
+        ),
+        body={"application/json": {"schema": {"$ref": "#/components/schemas/Notification"}}},
+        schemas={"Notification": NOTIFICATION},
+        report_gate={
+            "type": "string",
+            "minLength": 1,
+            "description": "The notification's service.",
+        },
+    )
 
     def process(self, call: GateCall) -> Outcome:
         self.check_door_secret(call)
