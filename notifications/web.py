@@ -195,22 +195,14 @@ class DoorResource(Resource):
         return self.handler.handle(self.gate, self.door, request)
 
 
-#: Content types the gates read a JSON body from. Callers of the older system
-#: often sent JSON with no type, text/plain or curl's default form type, and
-#: it read the body whatever the type said: so do we.
-JSON_TYPES = frozenset(
-    {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
-)
-
-
 def _content_type(request) -> str:
     value = request.getHeader(b"content-type") or b""
     return value.split(b";", 1)[0].strip().lower().decode("latin-1")
 
 
 def accepts(gate: Gate, content_type: str) -> bool:
-    """Whether a gate reads bodies of this type (415 otherwise)."""
-    return content_type in JSON_TYPES or content_type.endswith("+json")
+    """Whether a gate reads bodies of this type (415 otherwise): the gate says."""
+    return gate.accepts(content_type)
 
 
 def _headers(request) -> dict[str, str]:

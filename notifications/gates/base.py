@@ -98,6 +98,14 @@ class Outcome:
     delivery: str = ""
 
 
+#: Content types the gates read a JSON body from. Callers of the older system
+#: often sent JSON with no type, text/plain or curl's default form type, and
+#: it read the body whatever the type said: so do we.
+JSON_TYPES = frozenset(
+    {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
+)
+
+
 @dataclass(frozen=True)
 class GateDescription:
     """How the OpenAPI document (``GET /openapi.json``) describes ``POST /gate/<Gate>/<door>``.
@@ -163,6 +171,12 @@ class Gate:
 
     def __init__(self, config: Config):
         self.config = config
+
+    @classmethod
+    def accepts(cls, content_type: str) -> bool:
+        """Whether the gate reads bodies of this type (else 415): JSON under
+        any of :data:`JSON_TYPES` or a ``*+json`` type (forms are among them)."""
+        return content_type in JSON_TYPES or content_type.endswith("+json")
 
     @classmethod
     def call_headers(
