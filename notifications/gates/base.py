@@ -174,8 +174,9 @@ class Gate:
 
     @classmethod
     def accepts(cls, content_type: str) -> bool:
-        """Whether the gate reads bodies of this type (else 415): JSON under
-        any of :data:`JSON_TYPES` or a ``*+json`` type (forms are among them)."""
+        """Whether the gate reads bodies of this type (else 415): any of
+        :data:`JSON_TYPES` or a ``*+json`` type. The form type is among them:
+        a gate that takes forms reads such a body as a form, the others as JSON."""
         return content_type in JSON_TYPES or content_type.endswith("+json")
 
     @classmethod
