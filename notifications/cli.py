@@ -15,11 +15,8 @@ the others never start the reactor, so they can be called in-process (tests).
 from __future__ import annotations
 
 import argparse
-import hashlib
-import hmac
 import json
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -51,19 +48,27 @@ from .commands.common import (
     say,
     start_connection,
 )
-from .config import FEATURES, GATES, Config, ConfigError, Service, config_path, load_config
+from .config import FEATURES, Config, ConfigError, Service, config_path, load_config
 from .config import validate_files as find_config_problems
-from .gates import GateCall, GateError, Outcome, Publication, make_gates
+from .gates import (
+    GateCall,
+    GateError,
+    Outcome,
+    Publication,
+    gate_class,
+    gate_names,
+    make_gates,
+    signing_gates,
+)
 from .notification import Notification, RoutingKeyTooLong
 from .publisher import Confirms, PublicationRefused
+from .texts import SEPARATOR
 
 #: The door the ``send`` command and Notification payloads use when none is given.
 CLI_DOOR = "cli"
 
 #: Seconds between reconnection attempts of ``tail``.
 RECONNECT_DELAYS = (1, 2, 4, 8, 16, 30)
-
-SEPARATOR = " — "
 
 
 # config show ----------------------------------------------------------------
@@ -76,7 +81,7 @@ def service_status(config: Config, service: Service) -> str:
 
 def show_config(config: Config) -> list[str]:
     """The lines of ``config show``: what ``/config`` reports, and never a secret."""
-    gates = ", ".join(GATES) if config.feature("Gate") else "none (the Gate feature is off)"
+    gates = ", ".join(gate_names()) if config.feature("Gate") else "none (the Gate feature is off)"
     broker = config.broker
     lines = [
         f"Configuration: {config.path}",
@@ -127,10 +132,10 @@ def command_config_validate(args: argparse.Namespace) -> int:
 
 def gate_name(name: str) -> str:
     """The gate called ``name``, whatever its case."""
-    for gate in GATES:
+    for gate in gate_names():
         if gate.lower() == name.lower():
             return gate
-    raise CommandError(f"unknown service {name!r} (one of {', '.join(GATES)})", EXIT_USAGE)
+    raise CommandError(f"unknown service {name!r} (one of {', '.join(gate_names())})", EXIT_USAGE)
 
 
 def content_type_of(body: bytes) -> str:
@@ -143,22 +148,7 @@ def content_type_of(body: bytes) -> str:
 def gate_call(config: Config, gate: str, door: str, body: bytes, event: str | None) -> GateCall:
     """A call the gate accepts as if the service had made it: signed, with the door's token."""
     headers = {"content-type": content_type_of(body)}
-    service = config.service(gate, door)
-    secret = service.secret if service is not None else None
-    if gate == "GitHub":
-        headers["x-github-event"] = event or ""
-        headers["x-github-delivery"] = str(uuid.uuid4())
-        if secret:
-            digest = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            headers["x-hub-signature-256"] = f"sha256={digest}"
-    elif gate == "Phabricator":
-        # Its secret is the Conduit token; Herald webhooks are signed with the hmac_key.
-        hmac_key = service.hmac_key if service is not None else None
-        if hmac_key:
-            digest = hmac.new(hmac_key.encode(), body, hashlib.sha256).hexdigest()
-            headers["x-phabricator-webhook-signature"] = digest
-    elif secret:
-        headers["authorization"] = f"Bearer {secret}"
+    headers.update(gate_class(gate).call_headers(config.service(gate, door), body, event))
     return GateCall(door=door, headers=headers, body=body)
 
 
@@ -202,10 +192,11 @@ def render_payload(
     """
     # The command reads a local file: the caller is trusted, and a GitHub
     # door with no secret must render rather than be refused.
-    trusting = replace(config, allow_unsigned=config.allow_unsigned | {"GitHub", "Phabricator"})
+    trusting = replace(config, allow_unsigned=config.allow_unsigned | set(signing_gates()))
     collaborators = {}
     if clients is not None:
-        collaborators = {"projects": clients.projects, "mailgun": clients.mailgun}
+        # What the gate reads a call with, not the clients of side actions.
+        collaborators = {name: getattr(clients, name) for name in gate_class(gate).clients}
     gates = make_gates(trusting, **collaborators)
     return gates[gate].process(gate_call(config, gate, door, body, event))
 
@@ -261,13 +252,13 @@ def command_payload(args: argparse.Namespace) -> int:
     config = load(args)
     gate = gate_name(args.service)
     door = payload_door(gate, args.door)
-    if gate == "GitHub" and not args.event:
-        raise CommandError("payload: the GitHub gate needs an event (e.g. push)", EXIT_USAGE)
+    if gate_class(gate).takes_event and not args.event:
+        raise CommandError(f"payload: the {gate} gate needs an event (e.g. push)", EXIT_USAGE)
     body = read_payload(args.file)
     if gate == "GitHub" and (note := unsigned_note(config, door)):
         say(note, sys.stderr)
     clients = None
-    if gate in ("Phabricator", "DockerHub"):
+    if gate_class(gate).clients:
         from twisted.internet import reactor
 
         clients = make_clients(config, reactor)
@@ -282,7 +273,7 @@ def command_payload(args: argparse.Namespace) -> int:
         raise CommandError(
             f"the {gate} gate refuses this payload: {error.status} {error.message}{reason}"
         ) from None
-    if args.event and gate != "GitHub" and args.event != outcome.event:
+    if args.event and not gate_class(gate).takes_event and args.event != outcome.event:
         say(
             f"note: the {gate} gate reads the event from the payload ({outcome.event}), "
             f"not from the command line",
@@ -345,8 +336,9 @@ class SendEvents(BrokerEvents):
         self.confirms.nack(message.delivery_tag, message.multiple)
 
     def broker_return(self, message) -> None:
-        # Published as mandatory, a notification no queue is bound for comes
-        # back before its confirm: normal on a topic exchange (nobody listens).
+        # Published as mandatory (the daemon's PublishEncoder sets the flag), a
+        # notification no queue is bound for comes back before its ack: that is
+        # the normal fate of a notification nobody listens to, so not an error.
         pass
 
 
@@ -451,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     payload = commands.add_parser(
         "payload", help="print the notification a payload file gives, as the daemon would"
     )
-    payload.add_argument("service", help=f"the gate: {', '.join(GATES)} (any case)")
+    payload.add_argument("service", help=f"the gate: {', '.join(gate_names())} (any case)")
     payload.add_argument("file", help="the payload, as the service posts it (JSON or form)")
     payload.add_argument("door", nargs="?", help="the door, i.e. the project (Notification: cli)")
     payload.add_argument("event", nargs="?", help="the event, for GitHub (X-GitHub-Event)")

@@ -18,12 +18,7 @@ from typing import Any
 
 from .analyzers import Analyzers, read_json
 from .errors import ConfigError
-
-#: The gates, in the order the configuration report lists them.
-GATES = ("Notification", "DockerHub", "GitHub", "Jenkins", "Phabricator")
-
-#: Gates whose callers sign their calls, and so may be allowed to call unsigned.
-SIGNING_GATES = ("GitHub", "Phabricator")
+from .gates import gate_class, signing_gates
 
 FEATURES = ("Gate", "GetConfig", "ActionsReport")
 
@@ -82,11 +77,8 @@ _BROKER_ENVIRONMENT = {
     "vhost": "BROKER_VHOST",
 }
 
+#: The keys of any credentials entry; a gate may allow more (its ``credential_keys``).
 _SERVICE_KEYS = {"gate", "door", "instance", "secret", "secret_env", "secret_file"}
-
-#: Keys only a Phabricator entry may have: the HMAC key of its Herald webhooks
-#: (its ``secret`` is the Conduit API token, a different thing).
-_PHABRICATOR_KEYS = {"hmac_key", "hmac_key_env", "hmac_key_file"}
 
 
 def resolve_secret(
@@ -307,7 +299,8 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
             raise ConfigError(path, f"{where} must be an object")
         if isinstance(entry.get("gate"), str) and isinstance(entry.get("door"), str):
             where += f" ({entry['gate']}/{entry['door']})"
-        keys = _SERVICE_KEYS | (_PHABRICATOR_KEYS if entry.get("gate") == "Phabricator" else set())
+        gate = gate_class(entry.get("gate"))
+        keys = _SERVICE_KEYS | (gate.credential_keys if gate is not None else set())
         unknown = sorted(set(entry) - keys)
         if unknown:
             raise ConfigError(
@@ -321,10 +314,10 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
             raise ConfigError(path, f"{where}: instance must be a string")
         secret = resolve_secret(entry, "secret", where, path, environ)
         hmac_key = resolve_secret(entry, "hmac_key", where, path, environ)
-        if entry["gate"] not in GATES:
+        if gate is None:
             raise ConfigError(path, f"{where}: unknown gate {entry['gate']!r}")
-        if entry["gate"] == "Phabricator" and not entry.get("instance"):
-            raise ConfigError(path, f"{where}: a Phabricator service needs an instance URL")
+        if gate.needs_instance and not entry.get("instance"):
+            raise ConfigError(path, f"{where}: a {gate.name} service needs an instance URL")
         key = (entry["gate"], entry["door"])
         if key in seen:
             raise ConfigError(path, f"{where}: this gate and door are already declared")
@@ -414,12 +407,13 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         files.append(tokens_path)
 
     allow_unsigned = gate.get("allow_unsigned", [])
+    signing = signing_gates()
     for name in allow_unsigned:
-        if name not in SIGNING_GATES:
+        if name not in signing:
             raise ConfigError(
                 path,
                 f"[gate] allow_unsigned: {name!r} is not a gate whose callers sign "
-                f"({', '.join(SIGNING_GATES)})",
+                f"({', '.join(signing)})",
             )
 
     storage = data.get("storage", {})

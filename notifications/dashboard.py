@@ -22,7 +22,12 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from . import __version__
-from .config import GATES, Config
+from .config import Config
+from .gates import gate_names
+from .http import Leaf
+
+#: How many accepted notifications the status page shows.
+RECENT = 20
 
 #: The files of ``notifications/static/`` and their content types.
 STATIC_TYPES = {
@@ -57,12 +62,7 @@ def load_static() -> dict[str, tuple[bytes, bytes]]:
     return files
 
 
-class _Leaf(Resource):
-    def getChild(self, path, request):
-        return notFound()
-
-
-class StaticFile(_Leaf):
+class StaticFile(Leaf):
     """One file held in memory."""
 
     def __init__(self, content_type: bytes, content: bytes):
@@ -75,7 +75,7 @@ class StaticFile(_Leaf):
         return self.content
 
 
-class StaticFiles(_Leaf):
+class StaticFiles(Leaf):
     """``/static/<name>``: the page's script, stylesheet and icon."""
 
     def __init__(self, files: dict[str, tuple[bytes, bytes]]):
@@ -87,7 +87,7 @@ class StaticFiles(_Leaf):
         return notFound().render(request)
 
 
-class StatusJSON(_Leaf):
+class StatusJSON(Leaf):
     """``GET /status.json``: what the status page shows (never a secret)."""
 
     def __init__(self, config: Config, dispatcher, recent: Iterable[dict], reactor):
@@ -126,7 +126,7 @@ def status_report(
         "version": __version__,
         "now": round(now, 3),
         "exchange": config.broker.exchange,
-        "gates": {"enabled": config.feature("Gate"), "names": list(GATES)},
+        "gates": {"enabled": config.feature("Gate"), "names": list(gate_names())},
         "config": config.feature("GetConfig"),
         "broker": dispatcher.publisher.status(),
         "outbox": outbox,

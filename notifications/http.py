@@ -6,6 +6,8 @@ client trickling a byte every few seconds keeps a connection forever. These
 subclasses, plugged into the :class:`~twisted.web.server.Site`, refuse a body
 over the limit as soon as its length is known (or as soon as a chunked body
 grows past it) and give every request a deadline to arrive in full.
+
+:class:`Leaf` is the base of the daemon's resources that have no children.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from io import BytesIO
 
 from twisted.logger import Logger
 from twisted.web import http, server
+from twisted.web.pages import notFound
+from twisted.web.resource import Resource
 
 
 def _raw_response(status: bytes, body: bytes) -> bytes:
@@ -25,11 +29,32 @@ def _raw_response(status: bytes, body: bytes) -> bytes:
     )
 
 
-TOO_LARGE = _raw_response(b"413 Payload Too Large", b"Payload too large.\n")
-TOO_SLOW = _raw_response(b"408 Request Timeout", b"Request timeout.\n")
-TOO_LONG = _raw_response(
-    b"431 Request Header Fields Too Large", b"Request line or headers too large.\n"
-)
+# The texts of the plain answers, here so that the OpenAPI document (which
+# the web site serves, and so cannot import) says them as they are.
+PAYLOAD_TOO_LARGE = "Payload too large.\n"
+REQUEST_TIMEOUT = "Request timeout.\n"
+HEADERS_TOO_LARGE = "Request line or headers too large.\n"
+#: What a GET on a gate says.
+POST_ONLY = "This gate takes POST requests: see the documentation of the notifications center."
+#: ``GET /status``: monitoring probes depend on this exact body.
+ALIVE = "ALIVE"
+#: What a gate answers (503) while the daemon stops.
+SHUTTING_DOWN = "The notifications center is shutting down.\n"
+#: What a call past ``[gate] max_in_progress`` gets (503, with Retry-After).
+TOO_MANY_CALLS = "Too many calls in progress, retry later.\n"
+#: The first line of a 415 answer.
+UNSUPPORTED_MEDIA_TYPE = "Unsupported media type."
+
+TOO_LARGE = _raw_response(b"413 Payload Too Large", PAYLOAD_TOO_LARGE.encode())
+TOO_SLOW = _raw_response(b"408 Request Timeout", REQUEST_TIMEOUT.encode())
+TOO_LONG = _raw_response(b"431 Request Header Fields Too Large", HEADERS_TOO_LARGE.encode())
+
+
+class Leaf(Resource):
+    """A resource with no children: anything below it is 404."""
+
+    def getChild(self, path, request):
+        return notFound()
 
 
 class GateRequest(server.Request):

@@ -14,6 +14,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.twisted import MetricsResource
 
+from .report import AMQP
+
 #: Distinct doors labelled per gate; past it, calls are counted under "other".
 #: Notification doors are chosen by callers, and every label value is a series.
 MAX_DOORS = 50
@@ -147,7 +149,7 @@ class Metrics:
         if report.get("duplicate"):
             self._child(self.notifications, "duplicate").inc()
         for action in report.get("actions", ()):
-            if action.get("action") == "AMQPAction":
+            if action.get("action") == AMQP:
                 self._child(self.notifications, action.get("status") or "failed").inc()
             else:
                 outcome = "error" if action.get("error") else "ok"

@@ -10,6 +10,10 @@ from .jsonutil import dumps
 #: AMQP shortstr fields (routing key, message id) are at most 255 bytes.
 MAX_SHORTSTR = 255
 
+#: What :func:`routing_key` gives: four dot-separated parts (the type may have
+#: more words), no empty word, no topic wildcard.
+ROUTING_KEY_PATTERN = r"^[^.*#]+(\.[^.*#]+){3,}$"
+
 
 class RoutingKeyTooLong(ValueError):
     """The routing key of a notification does not fit in an AMQP shortstr."""

@@ -4,45 +4,60 @@ The document is built here, in Python, so that the shared pieces (the
 actions report, the error answers) are written once; it is plain data and
 never depends on the configuration: it describes every answer a daemon may
 give, whatever its features, credentials and state (README, docs/reference.rst §2, §3, §6,
-§7). ``tests/test_openapi.py`` runs schemathesis against a running daemon to
-keep it honest.
+§7). What is particular to a gate (its body, its headers, its side actions)
+comes from the gate's class (:class:`notifications.gates.base.GateDescription`),
+and the texts, patterns and names from the code that uses them.
+``tests/test_openapi.py`` runs schemathesis against a running daemon to keep
+it honest.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import re
 from typing import Any
 
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from . import __version__
-from .config import FEATURES, GATES
+from .config import FEATURES
+from .dashboard import RECENT
+from .gates import Gate, gate_classes, gate_names
+from .gates.base import BAD_REQUEST, UNAUTHORIZED
+from .gates.phabricator import NOT_CACHED
+from .http import (
+    ALIVE,
+    HEADERS_TOO_LARGE,
+    PAYLOAD_TOO_LARGE,
+    POST_ONLY,
+    REQUEST_TIMEOUT,
+    SHUTTING_DOWN,
+    TOO_MANY_CALLS,
+    UNSUPPORTED_MEDIA_TYPE,
+)
+from .notification import MAX_SHORTSTR, ROUTING_KEY_PATTERN
+from .report import (
+    AMQP,
+    AMQP_STATUSES,
+    FAILED,
+    MAILGUN,
+    NOTIFY_NEW_COMMITS,
+    REQUEST_ID_PATTERN,
+    TRIGGER_BUILD,
+)
 
 OPENAPI_VERSION = "3.0.3"
 
 TEXT = "text/plain"
 JSON = "application/json"
 HTML = "text/html"
-FORM = "application/x-www-form-urlencoded"
 
-#: What a gate answers (503) while the daemon stops.
-SHUTTING_DOWN = "The notifications center is shutting down.\n"
-#: What a call past ``[gate] max_in_progress`` gets (with Retry-After).
-TOO_MANY = "Too many calls in progress, retry later.\n"
 
-#: What a GET on a gate says (``notifications.web.POST_ONLY``).
-POST_ONLY = "This gate takes POST requests: see the documentation of the notifications center."
-
-#: Gates that read ``?token=`` / ``Authorization: Bearer`` when their door has a secret.
-TOKEN_GATES = ("DockerHub", "Jenkins", "Notification")
-
-#: The side actions each gate may report, besides ``AMQPAction``.
-SIDE_ACTIONS = {
-    "GitHub": ("NotifyNewCommitsAction", "TriggerDockerHubBuildAction"),
-    "DockerHub": ("MailgunAction",),
-}
+def _one_of(names: list[str]) -> str:
+    """``A``, ``A or B``, ``A, B or C``."""
+    return " or ".join(filter(None, (", ".join(names[:-1]), names[-1])))
 
 
 def _ref(kind: str, name: str) -> dict:
@@ -99,50 +114,50 @@ def _action(name: str, description: str, fields: dict) -> dict:
 
 
 ACTIONS = {
-    "AMQPAction": _action(
-        "AMQPAction",
+    AMQP: _action(
+        AMQP,
         "The notification stored in the outbox and published on the exchange.",
         {
             "method": {"type": "string", "enum": ["publish"]},
             "target": {"type": "string", "description": "The exchange."},
             "routingKey": {
                 "type": "string",
+                # project.group.service.type: four words and three dots at least.
                 "minLength": 7,
-                "maxLength": 255,
-                # project.group.service.type: no empty word, no topic wildcard.
-                "pattern": r"^[^.*#]+(\.[^.*#]+){3,}$",
+                "maxLength": MAX_SHORTSTR,
+                "pattern": ROUTING_KEY_PATTERN,
                 "description": "project.group.service.type, lowercased and sanitized.",
             },
             "status": {
                 "type": "string",
-                "enum": ["published", "queued", "failed"],
+                "enum": list(AMQP_STATUSES),
                 "description": "published: confirmed by the broker before the answer; "
                 "queued: stored durably, published when the broker is back; "
                 "failed: not stored (the only status with an error).",
             },
         },
     ),
-    "NotifyNewCommitsAction": _action(
-        "NotifyNewCommitsAction",
+    NOTIFY_NEW_COMMITS: _action(
+        NOTIFY_NEW_COMMITS,
         "A GitHub push: Phabricator asked to fetch the new commits (diffusion.looksoon).",
         {"callSign": {"type": "string", "nullable": True}},
     ),
-    "TriggerDockerHubBuildAction": _action(
-        "TriggerDockerHubBuildAction",
+    TRIGGER_BUILD: _action(
+        TRIGGER_BUILD,
         "A GitHub push: a Docker Hub build triggered.",
         {"image": {"type": "string"}},
     ),
-    "MailgunAction": _action(
-        "MailgunAction",
+    MAILGUN: _action(
+        MAILGUN,
         "A Docker Hub build failure: the stored message fetched from Mailgun.",
         {"method": {"type": "string", "enum": ["GET"]}, "target": {"type": "string"}},
     ),
 }
 
 
-def _report(gate: str, accepted: bool) -> dict:
+def _report(gate: type[Gate], accepted: bool) -> dict:
     """The actions report of a gate: 200 (no action has an error) or 503 (one has)."""
-    kinds = ("AMQPAction", *SIDE_ACTIONS.get(gate, ()))
+    kinds = (AMQP, *gate.openapi.side_actions)
     item: dict[str, Any] = {"oneOf": [_ref("schemas", kind) for kind in kinds]}
     if accepted:
         item = {
@@ -152,27 +167,30 @@ def _report(gate: str, accepted: bool) -> dict:
                     "type": "object",
                     "properties": {
                         "error": {"type": "object", "nullable": True, "enum": [None]},
-                        "status": {"type": "string", "enum": ["published", "queued"]},
+                        "status": {
+                            "type": "string",
+                            "enum": [status for status in AMQP_STATUSES if status != FAILED],
+                        },
                     },
                 },
             ]
         }
     properties: dict[str, Any] = {
         "gate": (
-            {"type": "string", "minLength": 1, "description": "The notification's service."}
-            if gate == "Notification"
-            else {"type": "string", "enum": [gate]}
+            dict(gate.openapi.report_gate)
+            if gate.openapi.report_gate is not None
+            else {"type": "string", "enum": [gate.name]}
         ),
         "door": {"type": "string", "description": "The door of the call."},
         "created": {"type": "integer", "minimum": 0, "description": "Unix time."},
         "actions": {"type": "array", "items": item},
         "requestId": {
             "type": "string",
-            "pattern": "^[0-9a-f]{16}$",
+            "pattern": REQUEST_ID_PATTERN,
             "description": "The call's id, also in its log line and X-Request-Id header.",
         },
     }
-    if gate == "GitHub" and accepted:
+    if gate.openapi.duplicates and accepted:
         properties["duplicate"] = {
             "type": "boolean",
             "enum": [True],
@@ -189,251 +207,11 @@ def _report(gate: str, accepted: bool) -> dict:
     return schema
 
 
-NOTIFICATION = {
-    "type": "object",
-    "description": "A ready-made notification. project defaults to the door when absent or "
-    'empty; text and link default to "" (null too); rawContent to null.',
-    "required": ["service", "group", "type"],
-    "properties": {
-        "service": {"type": "string", "minLength": 1},
-        "project": {"type": "string"},
-        "group": {"type": "string", "minLength": 1},
-        "type": {"type": "string", "minLength": 1},
-        "text": {"type": "string", "nullable": True},
-        "link": {"type": "string", "nullable": True},
-        "rawContent": {"description": "Anything: kept in the notification as is."},
-    },
-    "example": {"service": "Deployer", "group": "ops", "type": "deploy", "text": "v2 is live"},
-}
-
-GITHUB_PAYLOAD = {
-    "type": "object",
-    "description": "The webhook payload of the event (any JSON object).",
-    "example": {"zen": "Design for failure.", "hook_id": 1},
-}
-
-DOCKERHUB_PAYLOAD = {
-    "type": "object",
-    "description": "A push (repository.repo_url present) or a Mailgun stored-message event "
-    "announcing a build failure (storage.url, a Mailgun https URL; 400 when the daemon "
-    "has no Mailgun key or the URL is not Mailgun's).",
-    "properties": {
-        "repository": {
-            "type": "object",
-            "properties": {"repo_url": {"type": "string"}, "repo_name": {"type": "string"}},
-        },
-        "push_data": {
-            "type": "object",
-            "properties": {"pusher": {"type": "string"}, "tag": {"type": "string"}},
-        },
-        "storage": {"type": "object", "properties": {"url": {"type": "string"}}},
-    },
-    "example": {
-        "repository": {
-            "repo_name": "acme/widgets",
-            "repo_url": "https://hub.docker.com/r/acme/widgets",
-        },
-        "push_data": {"pusher": "alice", "tag": "latest"},
-    },
-}
-
-JENKINS_PAYLOAD = {
-    "type": "object",
-    "description": "The Jenkins Notification plugin's JSON.",
-    "required": ["name", "build"],
-    "properties": {
-        "name": {"type": "string", "description": "The job."},
-        "build": {
-            "type": "object",
-            "required": ["phase"],
-            "properties": {
-                "phase": {"type": "string", "example": "COMPLETED"},
-                "status": {"type": "string", "example": "SUCCESS"},
-                "full_url": {"type": "string"},
-            },
-        },
-    },
-    "example": {
-        "name": "widgets",
-        "build": {"phase": "COMPLETED", "status": "SUCCESS", "full_url": "https://ci/job/1/"},
-    },
-}
-
-_STORY_FIELDS = {
-    "storyID": {"type": "string"},
-    "storyType": {"type": "string"},
-    "storyText": {"type": "string"},
-    "storyAuthorPHID": {"type": "string"},
-    "epoch": {"type": "string"},
-}
-
-PHABRICATOR_FORM = {
-    "type": "object",
-    "description": "A feed.http-hooks story: PHP-style bracket keys nest "
-    "(storyData[objectPHID], storyData[transactionPHIDs][PHID-XACT-…]).",
-    "required": ["storyText"],
-    "properties": {**_STORY_FIELDS, "storyData[objectPHID]": {"type": "string"}},
-    "additionalProperties": {"type": "string"},
-    "example": {
-        "storyID": "42",
-        "storyType": "PhabricatorApplicationTransactionFeedStory",
-        "storyData[objectPHID]": "PHID-TASK-abcdefghijklmnopqrst",
-        "storyAuthorPHID": "PHID-USER-abcdefghijklmnopqrst",
-        "storyText": "alice created T42: Widgets are late.",
-        "epoch": "1452266121",
-    },
-}
-
-HERALD_JSON = {
-    "type": "object",
-    "description": "A Herald webhook call (Phorge/Phabricator), signed with "
-    "X-Phabricator-Webhook-Signature.",
-    "required": ["object"],
-    "properties": {
-        "object": {
-            "type": "object",
-            "required": ["phid"],
-            "properties": {"phid": {"type": "string"}, "type": {"type": "string"}},
-        },
-        "triggers": {"type": "array", "items": {"type": "object"}},
-        "action": {"type": "object"},
-        "transactions": {"type": "array", "items": {"type": "object"}},
-    },
-}
-
-FEED_STORY_JSON = {
-    "type": "object",
-    "description": "The same story as a JSON object.",
-    "required": ["storyText"],
-    "properties": {
-        "storyID": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-        "storyType": {"type": "string"},
-        "storyText": {"type": "string"},
-        "storyAuthorPHID": {"type": "string"},
-        "epoch": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
-        "storyData": {
-            "type": "object",
-            "properties": {
-                "objectPHID": {"type": "string"},
-                "transactionPHIDs": {"type": "object"},
-            },
-        },
-    },
-}
-
-GATE_BODIES = {
-    "GitHub": {
-        JSON: {"schema": GITHUB_PAYLOAD},
-        FORM: {
-            "schema": {
-                "type": "object",
-                "required": ["payload"],
-                "properties": {
-                    "payload": {
-                        "type": "string",
-                        "description": "The webhook payload, a JSON object.",
-                        "example": '{"zen": "Design for failure.", "hook_id": 1}',
-                    }
-                },
-            }
-        },
-    },
-    "DockerHub": {JSON: {"schema": DOCKERHUB_PAYLOAD}},
-    "Jenkins": {JSON: {"schema": JENKINS_PAYLOAD}},
-    "Phabricator": {
-        FORM: {"schema": PHABRICATOR_FORM},
-        JSON: {"schema": {"oneOf": [FEED_STORY_JSON, HERALD_JSON]}},
-    },
-    "Notification": {JSON: {"schema": _ref("schemas", "Notification")}},
-}
-
-GATE_SUMMARIES = {
-    "GitHub": "A GitHub webhook (signed with the door's secret)",
-    "DockerHub": "A Docker Hub push, or a build failure through Mailgun",
-    "Jenkins": "A Jenkins Notification plugin build event",
-    "Phabricator": "A Phabricator feed.http-hooks story",
-    "Notification": "A ready-made notification from any tool",
-}
-
-GATE_DESCRIPTIONS = {
-    "GitHub": (
-        "A door with a secret requires X-Hub-Signature-256 (preferred, checked when both "
-        "are present) or X-Hub-Signature over the raw body, else 403. A door without a "
-        "secret answers 403, an unknown door 404, unless the configuration's "
-        "allow_unsigned lists GitHub. Checks run in this order: signature (403), then "
-        "validity (400: missing or malformed X-GitHub-Event / X-GitHub-Delivery, a body "
-        "that is not a JSON object, a form without a payload field). A redelivery answers "
-        "200 with duplicate: true."
-    ),
-    "DockerHub": "Group docker; type push or buildFailure.",
-    "Jenkins": (
-        "Type: the lowercase phase, plus . and the lowercase status. A job listed in "
-        "notifyOnlyOnFailure publishes only on FAILURE, ABORTED or UNSTABLE: otherwise "
-        "200 with no action."
-    ),
-    "Phabricator": (
-        "The door must be a declared Phabricator instance, else 404 Unknown Phabricator "
-        "instance. A feed story without a storyText string is 400. A Herald webhook "
-        "(JSON with object.phid) must carry X-Phabricator-Webhook-Signature, the hex "
-        "HMAC-SHA256 of the raw body with the door's hmac_key, else 403 (unless the door "
-        "has no hmac_key and allow_unsigned lists Phabricator)."
-    ),
-    "Notification": (
-        "service, group and type must be non-empty strings, text and link strings, else "
-        "400. The report's gate is the notification's service."
-    ),
-}
-
-
-def _gate_post(gate: str) -> dict:
-    parameters: list[dict] = [_ref("parameters", "door")]
-    if gate == "GitHub":
-        parameters += [
-            {
-                "name": "X-GitHub-Event",
-                "in": "header",
-                "required": True,
-                "description": "The event name.",
-                "schema": {"type": "string", "pattern": "^[a-z0-9_]{1,100}$", "example": "ping"},
-            },
-            {
-                "name": "X-GitHub-Delivery",
-                "in": "header",
-                "required": True,
-                "description": "The delivery GUID (any printable ASCII token), the message id.",
-                "schema": {
-                    "type": "string",
-                    "pattern": r"^[\x21-\x7e]{1,200}$",
-                    "example": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
-                },
-            },
-            {
-                "name": "X-Hub-Signature-256",
-                "in": "header",
-                "required": False,
-                "description": "sha256=<hex HMAC-SHA256 of the raw body with the door's secret>.",
-                "schema": {"type": "string", "pattern": "^sha256=[0-9a-fA-F]{64}$"},
-            },
-            {
-                "name": "X-Hub-Signature",
-                "in": "header",
-                "required": False,
-                "description": "sha1=<hex HMAC-SHA1 of the raw body with the door's secret>.",
-                "schema": {"type": "string", "pattern": "^sha1=[0-9a-fA-F]{40}$"},
-            },
-        ]
-    if gate in TOKEN_GATES:
+def _gate_post(gate: type[Gate]) -> dict:
+    description = gate.openapi
+    parameters: list[dict] = [_ref("parameters", "door"), *map(dict, description.headers)]
+    if not gate.signs:
         parameters.append(_ref("parameters", "token"))
-    if gate == "Phabricator":
-        parameters.append(
-            {
-                "name": "X-Phabricator-Webhook-Signature",
-                "in": "header",
-                "required": False,
-                "description": "Herald webhooks: hex HMAC-SHA256 of the raw body.",
-                "schema": {"type": "string"},
-            }
-        )
     request_id = {"X-Request-Id": _ref("headers", "X-Request-Id")}
     maybe_request_id = {"X-Request-Id": _ref("headers", "X-Request-Id-Optional")}
     responses: dict[str, Any] = {
@@ -442,11 +220,12 @@ def _gate_post(gate: str) -> dict:
             "ActionsReport feature is off).",
             "headers": request_id,
             "content": {
-                JSON: {"schema": _ref("schemas", f"{gate}Report")},
+                JSON: {"schema": _ref("schemas", f"{gate.name}Report")},
                 TEXT: {"schema": {"type": "string", "maxLength": 0}},
             },
         },
         "400": {**_response("BadRequest"), "headers": request_id},
+        "403": {**_response("Unauthorized"), "headers": request_id},
         "404": {**_response("NotFound"), "headers": maybe_request_id},
         "408": _ref("responses", "RequestTimeout"),
         "413": _ref("responses", "PayloadTooLarge"),
@@ -457,25 +236,24 @@ def _gate_post(gate: str) -> dict:
             "has too many calls in progress (text/plain, with Retry-After).",
             "headers": {"Retry-After": _ref("headers", "Retry-After"), **maybe_request_id},
             "content": {
-                JSON: {"schema": _ref("schemas", f"{gate}FailedReport")},
-                TEXT: {"schema": {"type": "string", "enum": [SHUTTING_DOWN, TOO_MANY]}},
+                JSON: {"schema": _ref("schemas", f"{gate.name}FailedReport")},
+                TEXT: {"schema": {"type": "string", "enum": [SHUTTING_DOWN, TOO_MANY_CALLS]}},
             },
         },
     }
-    if gate in ("GitHub", "Phabricator", *TOKEN_GATES):
-        responses["403"] = {**_response("Unauthorized"), "headers": request_id}
     operation: dict[str, Any] = {
-        "operationId": f"post{gate}",
+        "operationId": f"post{gate.name}",
         "tags": ["gates"],
-        "summary": GATE_SUMMARIES[gate],
-        "description": GATE_DESCRIPTIONS[gate]
+        "summary": description.summary,
+        "description": description.description
         + " Bodies sent as text/json, text/plain, */*+json or with no content type are "
         "read as JSON too, as the older system did; any other type is 415.",
         "parameters": parameters,
-        "requestBody": {"required": True, "content": GATE_BODIES[gate]},
+        "requestBody": {"required": True, "content": dict(description.body)},
         "responses": dict(sorted(responses.items())),
     }
-    if gate in TOKEN_GATES:
+    if not gate.signs:
+        # The gates whose callers do not sign take the door's secret as a token.
         operation["security"] = [{}, {"doorBearer": []}]
         operation["description"] += (
             " A door with a secret in the credentials needs it, as ?token=<secret> or "
@@ -499,70 +277,82 @@ def _gate_get(gate: str, door: bool) -> dict:
     return operation
 
 
+def _pattern(text: str) -> str:
+    """``text`` in a regular expression, as itself (spaces stay as they are)."""
+    return re.sub(r"([.^$*+?()\[\]{}|\\])", r"\\\1", text)
+
+
 def _error_text(description: str, first_line: str, reason: bool = True) -> dict:
     """An error answer: the older system's message, then (maybe) a line saying why."""
-    escaped = first_line.replace(".", r"\.")
-    return _text(description, {"pattern": f"^{escaped}\\n" + (r"(.*\n)?$" if reason else "$")})
+    return _text(
+        description,
+        {"pattern": f"^{_pattern(first_line)}\\n" + (r"(.*\n)?$" if reason else "$")},
+    )
 
 
-#: The answers shared by several operations (components/responses).
-RESPONSES: dict[str, Any] = {
-    "BadRequest": _error_text(
-        "An invalid call (missing header, body that is not what the gate reads, "
-        "routing key over 255 bytes…). A request that is not valid HTTP (a malformed "
-        "request line or header, headers over 16 KiB in total) gets a bare 400 Bad Request "
-        "from the HTTP layer instead, with no body, and the connection is closed.",
-        "Bad request.",
-    ),
-    "Unauthorized": _error_text(
-        "A missing or wrong signature or door token, or a GitHub door without a "
-        "secret (unless allow_unsigned).",
-        "Unauthorized action.",
-    ),
-    "NotFound": {
+def _not_found() -> dict:
+    # The gates' own 404 messages, then the HTML page of any other path.
+    messages = dict.fromkeys(
+        message for gate in gate_classes() for message in gate.openapi.not_found
+    )
+    first_lines = "|".join(_pattern(message) for message in messages)
+    return {
         "description": "No such resource: text/plain from a gate (an unknown GitHub "
         "door when unsigned calls are not allowed, an unknown Phabricator "
         "instance), text/html for any other path.",
         "content": {
-            TEXT: {
-                "schema": {
-                    "type": "string",
-                    "pattern": r"^(Not found\.|Unknown Phabricator instance\.)\n"
-                    r"(.*\n)?$",
-                }
-            },
+            TEXT: {"schema": {"type": "string", "pattern": f"^({first_lines})\\n" + r"(.*\n)?$"}},
             HTML: {"schema": {"type": "string"}},
         },
-    },
-    "PostOnly": {
-        "description": "A gate takes POST requests only.",
-        "headers": {"Allow": _ref("headers", "Allow")},
-        "content": {TEXT: {"schema": {"type": "string", "enum": [POST_ONLY]}}},
-    },
-    "RequestTimeout": _text(
-        "The request did not arrive in full within [gate] request_timeout; the "
-        "connection is closed.",
-        {"enum": ["Request timeout.\n"]},
-    ),
-    "PayloadTooLarge": _text(
-        "The body is over [gate] max_body_size (refused as soon as its length is "
-        "known); the connection is closed.",
-        {"enum": ["Payload too large.\n"]},
-    ),
-    "UnsupportedMediaType": _error_text(
-        "The body's content type is not one the gate reads.",
-        "Unsupported media type.",
-    ),
-    "HeadersTooLarge": _text(
-        "The request line or headers are too long; the connection is closed.",
-        {"enum": ["Request line or headers too large.\n"]},
-    ),
-}
+    }
+
+
+def _responses() -> dict[str, Any]:
+    """The answers shared by several operations (components/responses)."""
+    return {
+        "BadRequest": _error_text(
+            "An invalid call (missing header, body that is not what the gate reads, "
+            f"routing key over {MAX_SHORTSTR} bytes…). A request that is not valid HTTP (a "
+            "malformed request line or header, headers over 16 KiB in total) gets a bare 400 "
+            "Bad Request from the HTTP layer instead, with no body, and the connection is "
+            "closed.",
+            BAD_REQUEST,
+        ),
+        "Unauthorized": _error_text(
+            "A missing or wrong signature or door token, or a GitHub door without a "
+            "secret (unless allow_unsigned).",
+            UNAUTHORIZED,
+        ),
+        "NotFound": _not_found(),
+        "PostOnly": {
+            "description": "A gate takes POST requests only.",
+            "headers": {"Allow": _ref("headers", "Allow")},
+            "content": {TEXT: {"schema": {"type": "string", "enum": [POST_ONLY]}}},
+        },
+        "RequestTimeout": _text(
+            "The request did not arrive in full within [gate] request_timeout; the "
+            "connection is closed.",
+            {"enum": [REQUEST_TIMEOUT]},
+        ),
+        "PayloadTooLarge": _text(
+            "The body is over [gate] max_body_size (refused as soon as its length is "
+            "known); the connection is closed.",
+            {"enum": [PAYLOAD_TOO_LARGE]},
+        ),
+        "UnsupportedMediaType": _error_text(
+            "The body's content type is not one the gate reads.",
+            UNSUPPORTED_MEDIA_TYPE,
+        ),
+        "HeadersTooLarge": _text(
+            "The request line or headers are too long; the connection is closed.",
+            {"enum": [HEADERS_TOO_LARGE]},
+        ),
+    }
 
 
 def _response(name: str) -> dict:
     """A shared answer, copied, so that an operation can add its headers."""
-    return dict(RESPONSES[name])
+    return _responses()[name]
 
 
 def _outbox_state() -> dict:
@@ -609,13 +399,16 @@ def _status_json() -> dict:
             "gates": _object(
                 {
                     "enabled": {"type": "boolean"},
-                    "names": {"type": "array", "items": {"type": "string", "enum": list(GATES)}},
+                    "names": {
+                        "type": "array",
+                        "items": {"type": "string", "enum": list(gate_names())},
+                    },
                 }
             ),
             "config": {"type": "boolean", "description": "Whether /config is served."},
             "broker": _ref("schemas", "BrokerState"),
             "outbox": outbox,
-            "recent": {"type": "array", "items": recent, "maxItems": 20},
+            "recent": {"type": "array", "items": recent, "maxItems": RECENT},
         },
         extra=True,
     )
@@ -640,8 +433,8 @@ def _document() -> dict:
             "get": {
                 "operationId": "getStatus",
                 "tags": ["status"],
-                "summary": "Liveness probe: always ALIVE",
-                "responses": {"200": _text("The daemon is up.", {"enum": ["ALIVE"]})},
+                "summary": f"Liveness probe: always {ALIVE}",
+                "responses": {"200": _text("The daemon is up.", {"enum": [ALIVE]})},
             }
         },
         "/status.json": {
@@ -748,16 +541,17 @@ def _document() -> dict:
             }
         },
     }
-    for gate in GATES:
-        paths[f"/gate/{gate}/"] = {"get": _gate_get(gate, door=False)}
-        paths[f"/gate/{gate}/{{door}}"] = {
-            "get": _gate_get(gate, door=True),
+    gates = gate_classes()
+    for gate in gates:
+        paths[f"/gate/{gate.name}/"] = {"get": _gate_get(gate.name, door=False)}
+        paths[f"/gate/{gate.name}/{{door}}"] = {
+            "get": _gate_get(gate.name, door=True),
             "post": _gate_post(gate),
         }
 
     schemas: dict[str, Any] = {
         **ACTIONS,
-        "Notification": NOTIFICATION,
+        **{name: schema for gate in gates for name, schema in gate.openapi.schemas.items()},
         "BrokerState": _object(
             {
                 "connected": {"type": "boolean"},
@@ -792,7 +586,7 @@ def _document() -> dict:
                 "gates": {
                     "type": "array",
                     "description": "Every gate, or none when the Gate feature is off.",
-                    "items": {"type": "string", "enum": list(GATES)},
+                    "items": {"type": "string", "enum": list(gate_names())},
                     "uniqueItems": True,
                 },
                 "features": {
@@ -808,12 +602,12 @@ def _document() -> dict:
                     "type": "array",
                     "items": _object(
                         {
-                            "gate": {"type": "string", "enum": list(GATES)},
+                            "gate": {"type": "string", "enum": list(gate_names())},
                             "door": {"type": "string"},
                             "instance": {"type": "string", "nullable": True},
                             "status": {
                                 "type": "string",
-                                "description": "Projects map not cached. for a Phabricator "
+                                "description": f"{NOT_CACHED} for a Phabricator "
                                 "instance whose projects map is not cached, else empty.",
                             },
                         }
@@ -822,9 +616,10 @@ def _document() -> dict:
             }
         ),
     }
-    for gate in GATES:
-        schemas[f"{gate}Report"] = _report(gate, accepted=True)
-        schemas[f"{gate}FailedReport"] = _report(gate, accepted=False)
+    for gate in gates:
+        schemas[f"{gate.name}Report"] = _report(gate, accepted=True)
+        schemas[f"{gate.name}FailedReport"] = _report(gate, accepted=False)
+    token_gates = sorted(gate.name for gate in gates if not gate.signs)
 
     return {
         "openapi": OPENAPI_VERSION,
@@ -874,11 +669,11 @@ def _document() -> dict:
                 "X-Request-Id": {
                     "required": True,
                     "description": "The call's id, also in its log line (and report).",
-                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
                 },
                 "X-Request-Id-Optional": {
                     "description": "The call's id, when the call reached its gate.",
-                    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+                    "schema": {"type": "string", "pattern": REQUEST_ID_PATTERN},
                 },
                 "Allow": {
                     "required": True,
@@ -886,12 +681,12 @@ def _document() -> dict:
                     "schema": {"type": "string", "enum": ["POST"]},
                 },
             },
-            "responses": RESPONSES,
+            "responses": _responses(),
             "securitySchemes": {
                 "doorBearer": {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The door's secret, for a DockerHub, Jenkins or Notification "
+                    "description": f"The door's secret, for a {_one_of(token_gates)} "
                     "door that has one (or send it as ?token=).",
                 }
             },

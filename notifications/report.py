@@ -4,6 +4,24 @@ from __future__ import annotations
 
 from typing import Any
 
+#: The kinds of entries of the report: the publication, and each side action.
+AMQP = "AMQPAction"
+NOTIFY_NEW_COMMITS = "NotifyNewCommitsAction"
+TRIGGER_BUILD = "TriggerDockerHubBuildAction"
+MAILGUN = "MailgunAction"
+
+#: A call's id is this many random bytes, in hex: ``requestId``, the
+#: ``X-Request-Id`` header and the call's log line.
+REQUEST_ID_BYTES = 8
+REQUEST_ID_PATTERN = f"^[0-9a-f]{{{REQUEST_ID_BYTES * 2}}}$"
+
+#: The ``status`` of an ``AMQPAction``: confirmed by the broker before the
+#: answer, stored durably and published when the broker is back, or not stored.
+PUBLISHED = "published"
+QUEUED = "queued"
+FAILED = "failed"
+AMQP_STATUSES = (PUBLISHED, QUEUED, FAILED)
+
 
 def error_entry(error: BaseException | None) -> dict[str, str] | None:
     """``{"type", "message"}`` of an error, or None.
@@ -17,7 +35,7 @@ def error_entry(error: BaseException | None) -> dict[str, str] | None:
 
 
 def amqp_action(
-    exchange: str, routing_key: str, error: BaseException | None = None, status: str = "failed"
+    exchange: str, routing_key: str, error: BaseException | None = None, status: str = FAILED
 ) -> dict:
     """The report entry of one publication.
 
@@ -26,7 +44,7 @@ def amqp_action(
     stored: the only case with an error).
     """
     return {
-        "action": "AMQPAction",
+        "action": AMQP,
         "method": "publish",
         "target": exchange,
         "routingKey": routing_key,

@@ -23,7 +23,7 @@ import pytest_twisted
 import treq
 
 from notifications import __version__
-from notifications.config import GATES
+from notifications.gates import gate_names
 from tests.conftest import make_config, test_broker
 from tests.helpers import unavailable
 from tests.processes import ROOT, free_port, request, running_twistd
@@ -95,7 +95,7 @@ async def test_status_json(daemon_factory):
     assert status["version"] == __version__
     assert abs(status["now"] - time.time()) < 5
     assert status["exchange"] == daemon.config.broker.exchange
-    assert status["gates"] == {"enabled": True, "names": list(GATES)}
+    assert status["gates"] == {"enabled": True, "names": list(gate_names())}
     assert status["config"] is True
 
     broker = status["broker"]
@@ -153,7 +153,7 @@ async def test_status_json_features_off(daemon_factory):
     daemon = await daemon_factory(toml="[features]\nGate = false\nGetConfig = false\n")
     _, body = await get(daemon.url + "/status.json")
     status = json.loads(body)
-    assert status["gates"] == {"enabled": False, "names": list(GATES)}
+    assert status["gates"] == {"enabled": False, "names": list(gate_names())}
     assert status["config"] is False
     assert status["recent"] == []
 
@@ -299,7 +299,7 @@ def test_the_status_page_in_a_browser(browser, daemon_process):
         assert "Notifications center" in browser.title
         assert browser.find_element(By.ID, "version").text == f"v{__version__}"
         gates = [item.text for item in browser.find_elements(By.CSS_SELECTOR, "#gates li")]
-        assert gates == [f"POST /gate/{name}/<door>" for name in GATES]
+        assert gates == [f"POST /gate/{name}/<door>" for name in gate_names()]
         assert browser.find_element(By.ID, "recent-empty").is_displayed()
 
         markup = "<b>not bold</b> & <img src=x onerror=alert(1)>"

@@ -22,9 +22,9 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from notifications.clients import Clients, ClientsService, make_clients
 from notifications.config import load_config, load_services
+from notifications.delivery import make_delivery
 from notifications.errors import ConfigError
 from notifications.gates import make_gates
-from notifications.delivery import make_delivery
 from notifications.web import make_site
 from tests.conftest import Daemon, make_config, stop_daemon, write_json
 from tests.fakes import FakeConduit

@@ -35,13 +35,14 @@ async def test_calls_notifications_and_broker_state(daemon_factory, consumer):
 
     samples = await scrape(daemon)
     calls = "notifications_gate_calls_total"
-    assert samples[(calls, (("code", "200"), ("door", "Acme"), ("gate", "Deployer")))] == 3
+    assert samples[(calls, (("code", "200"), ("door", "Acme"), ("gate", "Notification")))] == 3
     assert samples[(calls, (("code", "400"), ("door", "Acme"), ("gate", "Notification")))] == 1
     assert samples[("notifications_notifications_total", (("outcome", "published"),))] == 3
     assert samples[("notifications_broker_connected", ())] == 1
     assert samples[("notifications_broker_confirmed_total", ())] == 3
     buckets = "notifications_gate_call_seconds_count"
-    assert samples[(buckets, (("gate", "Deployer"),))] == 3
+    # The three accepted calls and the refused one: every call that reached the gate.
+    assert samples[(buckets, (("gate", "Notification"),))] == 4
 
 
 @pytest_twisted.ensureDeferred
@@ -83,3 +84,28 @@ async def test_caller_chosen_doors_cannot_grow_the_series_without_bound(daemon_f
         ]
         == 10
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_caller_chosen_services_cannot_grow_the_series(daemon_factory, consumer):
+    # The Notification gate's report names the caller's service; the metrics
+    # must name the gate of the URL, or every new service is a new series.
+    daemon = await daemon_factory()
+    services = [f"svc-{index}" for index in range(5)]
+    for service in services:
+        response, answer = await daemon.post(
+            "/gate/Notification/Acme", {**NOTIFICATION, "service": service}
+        )
+        assert response.code == 200, answer
+    await consumer.drain()
+    samples = await scrape(daemon)
+    gates = {
+        dict(labels)["gate"]
+        for (name, labels) in samples
+        if name.startswith(("notifications_gate_calls", "notifications_gate_call_seconds"))
+    }
+    assert gates == {"Notification"}
+    calls = "notifications_gate_calls_total"
+    assert samples[(calls, (("code", "200"), ("door", "Acme"), ("gate", "Notification")))] == 5
+    latency = "notifications_gate_call_seconds_count"
+    assert samples[(latency, (("gate", "Notification"),))] == 5

@@ -15,6 +15,7 @@ from twisted.application import service
 from twisted.logger import Logger
 
 from ..config import Config
+from ..gates import gate_clients
 from .conduit import Conduits
 from .dockerhub import DockerHubClient
 from .http import HTTP
@@ -44,13 +45,9 @@ class Clients:
         self.conduits.forget_clients()
 
     def gate_collaborators(self) -> dict[str, Any]:
-        """The keyword arguments of :func:`notifications.gates.make_gates`."""
-        return {
-            "mailgun": self.mailgun,
-            "projects": self.projects,
-            "phabricator": self.conduits,
-            "dockerhub": self.dockerhub,
-        }
+        """The keyword arguments of :func:`notifications.gates.make_gates`: each
+        client some gate takes (its ``clients`` and ``side_action_clients``)."""
+        return {name: getattr(self, name) for name in gate_clients()}
 
 
 def make_clients(config: Config, reactor, tls_policy=None) -> Clients:

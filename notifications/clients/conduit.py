@@ -15,10 +15,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from ..config import Service
-from ..report import side_action
+from ..report import NOTIFY_NEW_COMMITS, side_action
 from .http import HTTP, MalformedAnswer, RemoteServiceError, origin, redact, unexpected
-
-NOTIFY_NEW_COMMITS = "NotifyNewCommitsAction"
 
 
 class PhabricatorAPIException(RemoteServiceError):

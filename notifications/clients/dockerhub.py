@@ -7,10 +7,8 @@ from urllib.parse import quote
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..report import side_action
+from ..report import TRIGGER_BUILD, side_action
 from .http import HTTP, RemoteServiceError, origin, unexpected
-
-TRIGGER_BUILD = "TriggerDockerHubBuildAction"
 
 
 class DockerHubClient:

@@ -1,4 +1,4 @@
-"""Mailgun's stored messages: how a Docker Hub build failure becomes a notification
+"""Mailgun's stored messages, fetched for the DockerHub gate's build failures
 (docs/reference.rst §3.2).
 
 Docker Hub announces a failed build only by e-mail; Mailgun stores the mail
@@ -6,7 +6,9 @@ and calls the DockerHub gate with the message's ``storage.url``. That URL
 comes from the caller, and the request to it carries the Mailgun API key, so
 it is fetched only when it is a Mailgun address: ``https`` on a host allowed
 by ``[mailgun] hosts`` (plain ``http`` only for a loopback host listed there
-by name, for tests). Any other URL is refused with 400 and nothing is fetched.
+by name, for tests). The gate refuses any other URL with 400 (see
+:meth:`MailgunClient.refusal`) and nothing is fetched; it makes the
+notification of what :meth:`MailgunClient.fetch` brings back.
 """
 
 from __future__ import annotations
@@ -19,12 +21,8 @@ from urllib.parse import urlsplit
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..gates.base import Outcome, Publication, bad_request
-from ..renderers import dig, dockerhub
-from ..report import side_action
+from ..report import MAILGUN, side_action
 from .http import HTTP, MalformedAnswer, RemoteServiceError, origin
-
-MAILGUN = "MailgunAction"
 
 
 def is_loopback(host: str) -> bool:
@@ -64,7 +62,7 @@ def refusal(url: Any, hosts: Iterable[str]) -> str | None:
 
 
 class MailgunClient:
-    """Fetches stored messages with the API key, and builds the build-failure notification."""
+    """Fetches stored messages with the API key, only from Mailgun's hosts."""
 
     log = Logger()
 
@@ -97,40 +95,30 @@ class MailgunClient:
 
         return d.addCallback(message)
 
-    def build_failure(self, gate, door: str, payload: Any, outcome: Outcome) -> defer.Deferred:
-        """The DockerHub gate's ``buildFailure``: fetch the mail, publish what it says.
+    def refusal(self, url: Any) -> str | None:
+        """Why the key must not be sent to ``url``; None when it is a Mailgun address."""
+        return refusal(url, self.hosts)
 
-        A URL that is not Mailgun's is a 400 (raised at once). When the fetch
-        fails nothing can be published (the mail is the notification); the
-        outcome then only has the ``MailgunAction`` entry with the error, so
-        that the answer is 503 and Mailgun, which retries failed webhook
-        calls, calls again later.
+    def fetch(self, url: str, door: str) -> defer.Deferred:
+        """Fetch a stored message; fires with ``(message, report entry)``.
+
+        The message is None when the fetch failed (logged as a warning naming
+        the ``door``), and the ``MailgunAction`` entry then has the error:
+        a remote failure does not fail the Deferred. The URL must have passed
+        :meth:`refusal`.
         """
-        url = dig(payload, "storage", "url", default=None)
-        reason = refusal(url, self.hosts)
-        if reason is not None:
-            raise bad_request(reason)
         entry = {"method": "GET", "target": origin(url)}
-        d = self.stored_message(url)
 
-        def fetched(message: dict) -> Outcome:
-            repository, link = dockerhub.parse_failure_mail(message["body-plain"])
-            text, link = dockerhub.render_build_failure(repository, link)
-            notification = gate.notification(door, payload, dockerhub.BUILD_FAILURE, text, link)
-            outcome.publications.append(Publication(notification))
-            report = side_action(MAILGUN, **entry)
-            outcome.side_actions.append(lambda: defer.succeed(report))
-            return outcome
+        def fetched(message: dict) -> tuple[dict, dict]:
+            return message, side_action(MAILGUN, **entry)
 
-        def failed(failure) -> Outcome:
+        def failed(failure) -> tuple[None, dict]:
             failure.trap(RemoteServiceError)
             self.log.warn(
                 "{door}: build failure mail not fetched: {error}",
                 door=door,
                 error=failure.getErrorMessage(),
             )
-            report = side_action(MAILGUN, failure.value, **entry)
-            outcome.side_actions.append(lambda: defer.succeed(report))
-            return outcome
+            return None, side_action(MAILGUN, failure.value, **entry)
 
-        return d.addCallbacks(fetched, failed)
+        return self.stored_message(url).addCallbacks(fetched, failed)

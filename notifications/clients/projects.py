@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..config import Config, Service
+from ..gates.phabricator import NOT_CACHED, PhabricatorGate
 from ..renderers import dig
 from ..renderers.phabricator import object_type
 from .conduit import ConduitClient, Conduits, first_result
@@ -34,8 +35,6 @@ from .http import MalformedAnswer, RemoteServiceError
 
 #: Under the storage directory: one projects map cache file per Phabricator door.
 CACHE_DIRECTORY = "phabricator"
-
-NOT_CACHED = "Projects map not cached."
 
 #: ``project.query`` returns at most this many projects (reference §3.4).
 PROJECTS_LIMIT = 1000
@@ -49,7 +48,7 @@ def cache_path(storage_directory: Path, door: str) -> Path:
 def projects_map_status(config: Config, service: Service) -> str:
     """The status of a service in ``/config`` and ``config show``: "" when all is well."""
     if (
-        service.gate == "Phabricator"
+        service.gate == PhabricatorGate.name
         and not cache_path(config.storage_directory, service.door).is_file()
     ):
         return NOT_CACHED

@@ -4,6 +4,11 @@ A gate gets a :class:`GateCall` (door, headers, raw body), checks that the
 call is legit, parses it, and returns an :class:`Outcome`: the notifications
 to publish and the side actions to run. It raises :class:`GateError` for a
 call it refuses; the web layer turns that into the status code and body.
+
+What a gate *is* (its name, whether its callers sign, the clients it needs,
+how a caller signs a call, its OpenAPI description…) is said by the class
+attributes of :class:`Gate`, which every gate sets for itself; the registry of
+:mod:`notifications.gates` lists the gates.
 """
 
 from __future__ import annotations
@@ -12,17 +17,21 @@ import hmac
 import json
 import math
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl
 
 import orjson
 from twisted.internet.defer import Deferred
 
-from ..config import Config
 from ..jsonutil import NonFiniteFloat
 from ..notification import Notification
+
+if TYPE_CHECKING:
+    # Only named in annotations: the configuration reads the gates' registry,
+    # so the gates do not import it when they run.
+    from ..config import Config, Service
 
 BAD_REQUEST = "Bad request."
 UNAUTHORIZED = "Unauthorized action."
@@ -89,15 +98,99 @@ class Outcome:
     delivery: str = ""
 
 
-class Gate:
-    """Base of the gates: a name and the configuration."""
+#: Content types the gates read a JSON body from. Callers of the older system
+#: often sent JSON with no type, text/plain or curl's default form type, and
+#: it read the body whatever the type said: so do we.
+JSON_TYPES = frozenset(
+    {"", "application/json", "text/json", "text/plain", "application/x-www-form-urlencoded"}
+)
 
-    name = ""
+
+@dataclass(frozen=True)
+class GateDescription:
+    """How the OpenAPI document (``GET /openapi.json``) describes ``POST /gate/<Gate>/<door>``.
+
+    Plain OpenAPI 3.0 data; the document adds what every gate shares (the
+    door, the door token of the gates whose callers do not sign, the
+    answers).
+    """
+
+    summary: str
+    description: str
+    #: The request body: media type → media type object (``{"schema": …}``).
+    body: Mapping[str, Any]
+    #: The headers the gate reads (OpenAPI parameter objects).
+    headers: tuple[Mapping[str, Any], ...] = ()
+    #: Schemas the body refers to, as ``#/components/schemas/<name>``.
+    schemas: Mapping[str, Any] = field(default_factory=dict)
+    #: The side actions its report may list, besides ``AMQPAction``.
+    side_actions: tuple[str, ...] = ()
+    #: The first lines of the 404 answers the gate itself gives.
+    not_found: tuple[str, ...] = ()
+    #: Whether a redelivery answers ``"duplicate": true``.
+    duplicates: bool = False
+    #: The schema of the report's ``gate`` when it is not the gate's name.
+    report_gate: Mapping[str, Any] | None = None
+
+
+class Gate:
+    """Base of the gates: what a gate is (class attributes), and the configuration.
+
+    A gate sets the class attributes below for itself; the registry of
+    :mod:`notifications.gates` reads them for the configuration, the web
+    site, the command line and the OpenAPI document.
+    """
+
+    #: The name in ``/gate/<name>/`` and in the credentials file (case-sensitive).
+    name: ClassVar[str] = ""
+    #: Whether its callers sign their calls (an HMAC with a door's key): only
+    #: such a gate may be told to accept unsigned calls (``[gate]
+    #: allow_unsigned``). The others take the door's secret as a token.
+    signs: ClassVar[bool] = False
     #: Whether the gate reads form bodies as well as JSON (for the 415 message).
-    takes_form = False
+    takes_form: ClassVar[bool] = False
+    #: Whether the event comes beside the payload (a header) rather than in
+    #: it: ``notifications payload`` then needs one.
+    takes_event: ClassVar[bool] = False
+    #: The clients (attributes of :class:`notifications.clients.Clients`) the
+    #: gate reads a call with, given to its constructor by name;
+    #: ``notifications payload`` gives them too.
+    clients: ClassVar[tuple[str, ...]] = ()
+    #: The clients of its side actions, given to its constructor by name;
+    #: ``notifications payload`` runs no side action and gives none.
+    side_action_clients: ClassVar[tuple[str, ...]] = ()
+    #: The keys a credentials entry of this gate may have besides the common ones.
+    credential_keys: ClassVar[frozenset[str]] = frozenset()
+    #: Whether a credentials entry of this gate must give an ``instance`` URL.
+    needs_instance: ClassVar[bool] = False
+    #: What ``/config`` says of a door of this gate when nothing better is
+    #: known ("" when all is well).
+    default_status: ClassVar[str] = ""
+    #: How the OpenAPI document describes the gate.
+    openapi: ClassVar[GateDescription]
 
     def __init__(self, config: Config):
         self.config = config
+
+    @classmethod
+    def accepts(cls, content_type: str) -> bool:
+        """Whether the gate reads bodies of this type (else 415): any of
+        :data:`JSON_TYPES` or a ``*+json`` type. The form type is among them:
+        a gate that takes forms reads such a body as a form, the others as JSON."""
+        return content_type in JSON_TYPES or content_type.endswith("+json")
+
+    @classmethod
+    def call_headers(
+        cls, service: Service | None, body: bytes, event: str | None
+    ) -> dict[str, str]:
+        """The headers (lowercased) of a call as the service itself makes it.
+
+        For ``notifications payload``: the door's ``service`` entry signs it,
+        or, as here for the gates whose callers do not sign, gives its token.
+        """
+        if service is not None and service.secret:
+            return {"authorization": f"Bearer {service.secret}"}
+        return {}
 
     def process(self, call: GateCall) -> Outcome | Deferred:
         raise NotImplementedError

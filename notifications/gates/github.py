@@ -5,18 +5,22 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import uuid
 from functools import partial
+from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
 from ..notification import Notification
 from ..renderers import github as render
 from ..renderers import text_at
+from ..report import NOTIFY_NEW_COMMITS, TRIGGER_BUILD
 from .base import (
     NOT_FOUND,
     UNAUTHORIZED,
     Gate,
     GateCall,
+    GateDescription,
     GateError,
     Outcome,
     Publication,
@@ -26,42 +30,147 @@ from .base import (
     parse_json_object,
 )
 
+if TYPE_CHECKING:
+    from ..config import Service
+
+EVENT_HEADER = "X-GitHub-Event"
+DELIVERY_HEADER = "X-GitHub-Delivery"
+
 #: GitHub's delivery ids are GUIDs; accept any short printable token, as
 #: redeliveries and other senders use other shapes, but it must fit an AMQP
 #: message id.
 _DELIVERY = re.compile(r"[\x21-\x7e]{1,200}")
 _EVENT = re.compile(r"[a-z0-9_]{1,100}")
 
+#: The signature headers, strongest first: (header, prefix, digest).
+SIGNATURES = (
+    ("X-Hub-Signature-256", "sha256=", hashlib.sha256),
+    ("X-Hub-Signature", "sha1=", hashlib.sha1),
+)
+
+
+def signature(secret: str, body: bytes, prefix: str, digest) -> str:
+    """``<prefix><hex HMAC of the body>``, as GitHub signs a call."""
+    return prefix + hmac.new(secret.encode(), body, digest).hexdigest()
+
 
 def signature_matches(call: GateCall, secret: str) -> bool:
     """Check ``X-Hub-Signature-256`` (preferred) or ``X-Hub-Signature`` over the raw body."""
-    for header, prefix, digest in (
-        ("x-hub-signature-256", "sha256=", hashlib.sha256),
-        ("x-hub-signature", "sha1=", hashlib.sha1),
-    ):
+    for header, prefix, digest in SIGNATURES:
         given = call.header(header)
         if given is None:
             continue
-        expected = prefix + hmac.new(secret.encode(), call.body, digest).hexdigest()
+        expected = signature(secret, call.body, prefix, digest)
         # The strongest header present is the only one checked: a good sha1
         # must not rescue a wrong sha256.
         return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
     return False
 
 
+#: The headers of a call, as the OpenAPI document describes them.
+OPENAPI_HEADERS = (
+    {
+        "name": EVENT_HEADER,
+        "in": "header",
+        "required": True,
+        "description": "The event name.",
+        "schema": {"type": "string", "pattern": f"^{_EVENT.pattern}$", "example": "ping"},
+    },
+    {
+        "name": DELIVERY_HEADER,
+        "in": "header",
+        "required": True,
+        "description": "The delivery GUID (any printable ASCII token), the message id.",
+        "schema": {
+            "type": "string",
+            "pattern": f"^{_DELIVERY.pattern}$",
+            "example": "72d3162e-cc78-11e3-81ab-4c9367dc0958",
+        },
+    },
+    *(
+        {
+            "name": header,
+            "in": "header",
+            "required": False,
+            "description": f"{prefix}<hex HMAC-{digest().name.upper()} of the raw body "
+            "with the door's secret>.",
+            "schema": {
+                "type": "string",
+                "pattern": f"^{prefix}[0-9a-fA-F]{{{digest().digest_size * 2}}}$",
+            },
+        }
+        for header, prefix, digest in SIGNATURES
+    ),
+)
+
+#: The body of a call, as the OpenAPI document describes it: JSON, or a form
+#: with the JSON in its ``payload`` field.
+OPENAPI_BODY = {
+    "application/json": {
+        "schema": {
+            "type": "object",
+            "description": "The webhook payload of the event (any JSON object).",
+            "example": {"zen": "Design for failure.", "hook_id": 1},
+        }
+    },
+    "application/x-www-form-urlencoded": {
+        "schema": {
+            "type": "object",
+            "required": ["payload"],
+            "properties": {
+                "payload": {
+                    "type": "string",
+                    "description": "The webhook payload, a JSON object.",
+                    "example": '{"zen": "Design for failure.", "hook_id": 1}',
+                }
+            },
+        }
+    },
+}
+
+
 class GitHubGate(Gate):
     """``POST /gate/GitHub/<door>``."""
 
     name = "GitHub"
+    signs = True
     takes_form = True
+    takes_event = True
+    side_action_clients = ("conduits", "dockerhub")
+    openapi = GateDescription(
+        summary="A GitHub webhook (signed with the door's secret)",
+        description=(
+            "A door with a secret requires X-Hub-Signature-256 (preferred, checked when both "
+            "are present) or X-Hub-Signature over the raw body, else 403. A door without a "
+            "secret answers 403, an unknown door 404, unless the configuration's "
+            "allow_unsigned lists GitHub. Checks run in this order: signature (403), then "
+            "validity (400: missing or malformed X-GitHub-Event / X-GitHub-Delivery, a body "
+            "that is not a JSON object, a form without a payload field). A redelivery answers "
+            "200 with duplicate: true."
+        ),
+        body=OPENAPI_BODY,
+        headers=OPENAPI_HEADERS,
+        side_actions=(NOTIFY_NEW_COMMITS, TRIGGER_BUILD),
+        not_found=(NOT_FOUND,),
+        duplicates=True,
+    )
     log = Logger()
 
-    def __init__(self, config, phabricator=None, dockerhub=None):
+    def __init__(self, config, conduits=None, dockerhub=None):
         super().__init__(config)
         #: ``notify_new_commits(service, clone_url)``: Phabricator fetches at once.
-        self.phabricator = phabricator
+        self.conduits = conduits
         #: ``trigger_build(image, token)``: Docker Hub builds the image.
         self.dockerhub = dockerhub
+
+    @classmethod
+    def call_headers(cls, service: Service | None, body: bytes, event: str | None) -> dict:
+        """GitHub's headers: the event, a new delivery id, the sha256 signature."""
+        headers = {EVENT_HEADER.lower(): event or "", DELIVERY_HEADER.lower(): str(uuid.uuid4())}
+        if service is not None and service.secret:
+            header, prefix, digest = SIGNATURES[0]
+            headers[header.lower()] = signature(service.secret, body, prefix, digest)
+        return headers
 
     def authenticate(self, call: GateCall) -> None:
         service = self.config.service(self.name, call.door)
@@ -85,18 +194,18 @@ class GitHubGate(Gate):
 
     def process(self, call: GateCall) -> Outcome:
         self.authenticate(call)
-        event = call.header("x-github-event")
-        delivery = call.header("x-github-delivery")
+        event = call.header(EVENT_HEADER)
+        delivery = call.header(DELIVERY_HEADER)
         if not event:
-            raise bad_request("missing X-GitHub-Event header")
+            raise bad_request(f"missing {EVENT_HEADER} header")
         if not delivery:
-            raise bad_request("missing X-GitHub-Delivery header")
+            raise bad_request(f"missing {DELIVERY_HEADER} header")
         event = event.strip()
         delivery = delivery.strip()
         if not _EVENT.fullmatch(event):
-            raise bad_request("X-GitHub-Event is not an event name")
+            raise bad_request(f"{EVENT_HEADER} is not an event name")
         if not _DELIVERY.fullmatch(delivery):
-            raise bad_request("X-GitHub-Delivery is not a delivery id")
+            raise bad_request(f"{DELIVERY_HEADER} is not a delivery id")
         payload = self.payload(call)
 
         outcome = Outcome(gate=self.name, event=event, delivery=delivery)
@@ -127,8 +236,8 @@ class GitHubGate(Gate):
         actions: list[SideAction] = []
         phabricator = self.config.service("Phabricator", door)
         clone_url = text_at(payload, "repository", "clone_url")
-        if self.phabricator is not None and phabricator and phabricator.secret and clone_url:
-            actions.append(partial(self.phabricator.notify_new_commits, phabricator, clone_url))
+        if self.conduits is not None and phabricator and phabricator.secret and clone_url:
+            actions.append(partial(self.conduits.notify_new_commits, phabricator, clone_url))
         image = text_at(payload, "repository", "full_name")
         token = self.config.dockerhub_tokens.get(image)
         if self.dockerhub is not None and token:

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import TYPE_CHECKING
 
 from twisted.internet import defer
 
-from ..config import Service
 from ..notification import Notification
 from ..renderers import UnreadablePayload, phabricator
 from .base import (
     UNAUTHORIZED,
     Gate,
     GateCall,
+    GateDescription,
     GateError,
     Outcome,
     Publication,
@@ -31,10 +32,21 @@ from .base import (
 )
 from .base import parse_json_object as parse_json
 
+if TYPE_CHECKING:
+    from ..config import Service
+
 UNKNOWN_INSTANCE = "Unknown Phabricator instance."
 
+#: What ``/config`` says of a door whose projects map is not cached (yet).
+NOT_CACHED = "Projects map not cached."
+
 #: The header of a Herald webhook: hex HMAC-SHA256 of the raw body.
-SIGNATURE_HEADER = "x-phabricator-webhook-signature"
+SIGNATURE_HEADER = "X-Phabricator-Webhook-Signature"
+
+
+def herald_signature(key: str, body: bytes) -> str:
+    """The hex HMAC-SHA256 of ``body`` with ``key``, as Herald signs a webhook."""
+    return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
 def herald_signature_matches(call: GateCall, key: str) -> bool:
@@ -42,21 +54,124 @@ def herald_signature_matches(call: GateCall, key: str) -> bool:
     given = call.header(SIGNATURE_HEADER)
     if given is None:
         return False
-    expected = hmac.new(key.encode(), call.body, hashlib.sha256).hexdigest()
+    expected = herald_signature(key, call.body)
     return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
+
+
+# How the OpenAPI document describes a call: a feed story (a form, or JSON) or a
+# Herald webhook.
+
+_STORY_FIELDS = {
+    "storyID": {"type": "string"},
+    "storyType": {"type": "string"},
+    "storyText": {"type": "string"},
+    "storyAuthorPHID": {"type": "string"},
+    "epoch": {"type": "string"},
+}
+
+PHABRICATOR_FORM = {
+    "type": "object",
+    "description": "A feed.http-hooks story: PHP-style bracket keys nest "
+    "(storyData[objectPHID], storyData[transactionPHIDs][PHID-XACT-…]).",
+    "required": ["storyText"],
+    "properties": {**_STORY_FIELDS, "storyData[objectPHID]": {"type": "string"}},
+    "additionalProperties": {"type": "string"},
+    "example": {
+        "storyID": "42",
+        "storyType": "PhabricatorApplicationTransactionFeedStory",
+        "storyData[objectPHID]": "PHID-TASK-abcdefghijklmnopqrst",
+        "storyAuthorPHID": "PHID-USER-abcdefghijklmnopqrst",
+        "storyText": "alice created T42: Widgets are late.",
+        "epoch": "1452266121",
+    },
+}
+
+HERALD_JSON = {
+    "type": "object",
+    "description": f"A Herald webhook call (Phorge/Phabricator), signed with {SIGNATURE_HEADER}.",
+    "required": ["object"],
+    "properties": {
+        "object": {
+            "type": "object",
+            "required": ["phid"],
+            "properties": {"phid": {"type": "string"}, "type": {"type": "string"}},
+        },
+        "triggers": {"type": "array", "items": {"type": "object"}},
+        "action": {"type": "object"},
+        "transactions": {"type": "array", "items": {"type": "object"}},
+    },
+}
+
+FEED_STORY_JSON = {
+    "type": "object",
+    "description": "The same story as a JSON object.",
+    "required": ["storyText"],
+    "properties": {
+        "storyID": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "storyType": {"type": "string"},
+        "storyText": {"type": "string"},
+        "storyAuthorPHID": {"type": "string"},
+        "epoch": {"oneOf": [{"type": "string"}, {"type": "integer"}]},
+        "storyData": {
+            "type": "object",
+            "properties": {
+                "objectPHID": {"type": "string"},
+                "transactionPHIDs": {"type": "object"},
+            },
+        },
+    },
+}
 
 
 class PhabricatorGate(Gate):
     """``POST /gate/Phabricator/<door>``, the door being a declared instance."""
 
     name = "Phabricator"
+    signs = True
     takes_form = True
+    clients = ("projects",)
+    #: The Herald webhook's HMAC key; the entry's ``secret`` is the Conduit API token.
+    credential_keys = frozenset({"hmac_key", "hmac_key_env", "hmac_key_file"})
+    needs_instance = True
+    default_status = NOT_CACHED
+    openapi = GateDescription(
+        summary="A Phabricator feed.http-hooks story",
+        description=(
+            "The door must be a declared Phabricator instance, else 404 Unknown Phabricator "
+            "instance. A feed story without a storyText string is 400. A Herald webhook "
+            f"(JSON with object.phid) must carry {SIGNATURE_HEADER}, the hex "
+            "HMAC-SHA256 of the raw body with the door's hmac_key, else 403 (unless the door "
+            "has no hmac_key and allow_unsigned lists Phabricator)."
+        ),
+        body={
+            "application/x-www-form-urlencoded": {"schema": PHABRICATOR_FORM},
+            "application/json": {"schema": {"oneOf": [FEED_STORY_JSON, HERALD_JSON]}},
+        },
+        headers=(
+            {
+                "name": SIGNATURE_HEADER,
+                "in": "header",
+                "required": False,
+                "description": "Herald webhooks: hex HMAC-SHA256 of the raw body.",
+                "schema": {"type": "string"},
+            },
+        ),
+        not_found=(UNKNOWN_INSTANCE,),
+    )
 
     def __init__(self, config, projects=None):
         super().__init__(config)
         #: Finds the projects of a story's object (and names a Herald webhook's
         #: object) through Conduit; None: no Conduit call.
         self.projects = projects
+
+    @classmethod
+    def call_headers(cls, service: Service | None, body: bytes, event: str | None) -> dict:
+        """Herald's signature, with the door's ``hmac_key`` (its ``secret`` is the
+        Conduit token, and feed stories are not signed)."""
+        if service is not None and service.hmac_key:
+            return {SIGNATURE_HEADER.lower(): herald_signature(service.hmac_key, body)}
+        return {}
 
     def story(self, call: GateCall, data: dict | None = None) -> tuple[dict, dict]:
         """The payload as received (parsed) and the story made of it."""

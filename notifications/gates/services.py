@@ -4,15 +4,99 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet import defer
+
 from ..notification import Notification
-from ..renderers import dockerhub, jenkins
-from .base import Gate, GateCall, Outcome, Publication, bad_request, parse_json_object
+from ..renderers import dig, dockerhub, jenkins
+from ..report import MAILGUN
+from .base import (
+    Gate,
+    GateCall,
+    GateDescription,
+    Outcome,
+    Publication,
+    bad_request,
+    parse_json_object,
+)
+
+# How the OpenAPI document describes the bodies of the calls.
+
+DOCKERHUB_PAYLOAD = {
+    "type": "object",
+    "description": "A push (repository.repo_url present) or a Mailgun stored-message event "
+    "announcing a build failure (storage.url, a Mailgun https URL; 400 when the daemon "
+    "has no Mailgun key or the URL is not Mailgun's).",
+    "properties": {
+        "repository": {
+            "type": "object",
+            "properties": {"repo_url": {"type": "string"}, "repo_name": {"type": "string"}},
+        },
+        "push_data": {
+            "type": "object",
+            "properties": {"pusher": {"type": "string"}, "tag": {"type": "string"}},
+        },
+        "storage": {"type": "object", "properties": {"url": {"type": "string"}}},
+    },
+    "example": {
+        "repository": {
+            "repo_name": "acme/widgets",
+            "repo_url": "https://hub.docker.com/r/acme/widgets",
+        },
+        "push_data": {"pusher": "alice", "tag": "latest"},
+    },
+}
+
+JENKINS_PAYLOAD = {
+    "type": "object",
+    "description": "The Jenkins Notification plugin's JSON.",
+    "required": ["name", "build"],
+    "properties": {
+        "name": {"type": "string", "description": "The job."},
+        "build": {
+            "type": "object",
+            "required": ["phase"],
+            "properties": {
+                "phase": {"type": "string", "example": "COMPLETED"},
+                "status": {"type": "string", "example": "SUCCESS"},
+                "full_url": {"type": "string"},
+            },
+        },
+    },
+    "example": {
+        "name": "widgets",
+        "build": {"phase": "COMPLETED", "status": "SUCCESS", "full_url": "https://ci/job/1/"},
+    },
+}
+
+NOTIFICATION = {
+    "type": "object",
+    "description": "A ready-made notification. project defaults to the door when absent or "
+    'empty; text and link default to "" (null too); rawContent to null.',
+    "required": ["service", "group", "type"],
+    "properties": {
+        "service": {"type": "string", "minLength": 1},
+        "project": {"type": "string"},
+        "group": {"type": "string", "minLength": 1},
+        "type": {"type": "string", "minLength": 1},
+        "text": {"type": "string", "nullable": True},
+        "link": {"type": "string", "nullable": True},
+        "rawContent": {"description": "Anything: kept in the notification as is."},
+    },
+    "example": {"service": "Deployer", "group": "ops", "type": "deploy", "text": "v2 is live"},
+}
 
 
 class DockerHubGate(Gate):
     """``POST /gate/DockerHub/<door>``: image pushes and (through Mailgun) build failures."""
 
     name = "DockerHub"
+    clients = ("mailgun",)
+    openapi = GateDescription(
+        summary="A Docker Hub push, or a build failure through Mailgun",
+        description="Group docker; type push or buildFailure.",
+        body={"application/json": {"schema": DOCKERHUB_PAYLOAD}},
+        side_actions=(MAILGUN,),
+    )
     group = "docker"
 
     def __init__(self, config, mailgun=None):
@@ -36,21 +120,56 @@ class DockerHubGate(Gate):
         payload = parse_json_object(call.body)
         event = dockerhub.event_of(payload)
         outcome = Outcome(gate=self.name, event=event)
-        if event == "push":
+        if event == dockerhub.PUSH:
             text, link = dockerhub.render_push(payload)
             outcome.publications.append(
                 Publication(self.notification(call.door, payload, event, text, link))
             )
             return outcome
+        return self.build_failure(call.door, payload, outcome)
+
+    def build_failure(self, door: str, payload: Any, outcome: Outcome) -> defer.Deferred:
+        """The stored mail Mailgun announced is fetched: it says what failed.
+
+        A URL that is not Mailgun's is a 400 (raised at once). When the fetch
+        fails nothing can be published (the mail is the notification); the
+        outcome then only has the ``MailgunAction`` entry with the error, so
+        that the answer is 503 and Mailgun, which retries failed webhook
+        calls, calls again later.
+        """
         if self.mailgun is None:
             raise bad_request("build failure notifications need a Mailgun key")
-        return self.mailgun.build_failure(self, call.door, payload, outcome)
+        url = dig(payload, "storage", "url", default=None)
+        reason = self.mailgun.refusal(url)
+        if reason is not None:
+            raise bad_request(reason)
+
+        def fetched(result: tuple[dict | None, dict]) -> Outcome:
+            message, report = result
+            if message is not None:
+                repository, link = dockerhub.parse_failure_mail(message["body-plain"])
+                text, link = dockerhub.render_build_failure(repository, link)
+                notification = self.notification(door, payload, dockerhub.BUILD_FAILURE, text, link)
+                outcome.publications.append(Publication(notification))
+            outcome.side_actions.append(lambda: defer.succeed(report))
+            return outcome
+
+        return self.mailgun.fetch(url, door).addCallback(fetched)
 
 
 class JenkinsGate(Gate):
     """``POST /gate/Jenkins/<door>``: the Jenkins Notification plugin."""
 
     name = "Jenkins"
+    openapi = GateDescription(
+        summary="A Jenkins Notification plugin build event",
+        description=(
+            "Type: the lowercase phase, plus . and the lowercase status. A job listed in "
+            "notifyOnlyOnFailure publishes only on FAILURE, ABORTED or UNSTABLE: otherwise "
+            "200 with no action."
+        ),
+        body={"application/json": {"schema": JENKINS_PAYLOAD}},
+    )
 
     def process(self, call: GateCall) -> Outcome:
         self.check_door_secret(call)
@@ -83,6 +202,20 @@ class NotificationGate(Gate):
     """``POST /gate/Notification/<door>``: a ready-made notification from any tool."""
 
     name = "Notification"
+    openapi = GateDescription(
+        summary="A ready-made notification from any tool",
+        description=(
+            "service, group and type must be non-empty strings, text and link strings, else "
+            "400. The report's gate is the notification's service."
+        ),
+        body={"application/json": {"schema": {"$ref": "#/components/schemas/Notification"}}},
+        schemas={"Notification": NOTIFICATION},
+        report_gate={
+            "type": "string",
+            "minLength": 1,
+            "description": "The notification's service.",
+        },
+    )
 
     def process(self, call: GateCall) -> Outcome:
         self.check_door_secret(call)

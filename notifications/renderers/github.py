@@ -18,6 +18,7 @@ the older system's). Details a payload may lack are left out rather than left bl
 from __future__ import annotations
 
 from collections.abc import Callable
+from string import Formatter
 from typing import Any
 
 from twisted.logger import Logger, LogLevel
@@ -260,16 +261,16 @@ def uniform(template: str, verbs: dict[str, str], **fields: Callable[[Any], str]
 
     ``template`` has ``{a}`` (actor), ``{verb}``, ``{s}`` (subject), and a
     field for each of ``fields``, read from the payload. A verb may place the
-    subject itself (``added {s} to``).
+    subject or a field itself (``added {s} to``, ``added {label} to``), so that
+    the pairs of actions that put something on the subject and take it off
+    (``labeled``, ``unlabeled``) are two verbs of one table. A text reads only
+    the fields its phrase names.
     """
 
     def text(verb: str) -> Callable[[str, str, Any], str]:
-        return lambda a, s, p: template.format(
-            a=a,
-            s=s,
-            verb=verb.replace("{s}", s),
-            **{name: read(p) for name, read in fields.items()},
-        )
+        phrase = template.replace("{verb}", verb)
+        used = [name for _, name, _, _ in Formatter().parse(phrase) if name in fields]
+        return lambda a, s, p: phrase.format(a=a, s=s, **{name: fields[name](p) for name in used})
 
     return {action: text(verb) for action, verb in verbs.items()}
 
@@ -471,21 +472,21 @@ _PULL_REQUEST_TEXTS: Texts = {
     ),
     "locked": lambda a, pr, p: f"{a} has locked the pull request {pr}",
     "unlocked": lambda a, pr, p: f"{a} has unlocked the pull request {pr}",
-    "milestoned": lambda a, pr, p: (
-        f"{a} has added the pull request {pr} to "
-        + _either("the milestone ", _milestone(p), "a milestone")
-    ),
-    "demilestoned": lambda a, pr, p: (
-        f"{a} has removed the pull request {pr} from "
-        + _either("the milestone ", _milestone(p), "its milestone")
-    ),
     "auto_merge_enabled": lambda a, pr, p: f"{a} has enabled auto-merge for the pull request {pr}",
     "auto_merge_disabled": lambda a, pr, p: (
         f"{a} has disabled auto-merge for the pull request {pr}"
     ),
-    "enqueued": lambda a, pr, p: f"{a} has added the pull request {pr} to the merge queue",
-    "dequeued": lambda a, pr, p: f"{a} has removed the pull request {pr} from the merge queue",
-}
+} | uniform(
+    "{a} has {verb}",
+    {
+        "milestoned": "added the pull request {s} to {milestone}",
+        "demilestoned": "removed the pull request {s} from {its_milestone}",
+        "enqueued": "added the pull request {s} to the merge queue",
+        "dequeued": "removed the pull request {s} from the merge queue",
+    },
+    milestone=lambda p: _either("the milestone ", _milestone(p), "a milestone"),
+    its_milestone=lambda p: _either("the milestone ", _milestone(p), "its milestone"),
+)
 
 
 def render_pull_request(payload: Any) -> tuple[str, str]:
@@ -595,35 +596,21 @@ def render_watch(payload: Any) -> tuple[str, str]:
 
 _CLOSE_REASONS = {"not_planned": " (not planned)", "duplicate": " (duplicate)"}
 
+
+def _milestone_of(payload: Any, key: str) -> str:
+    return text_at(payload, "milestone", "title") or text_at(payload, key, "milestone", "title")
+
+
+def _named(noun: str, *path: str) -> Callable[[Any], str]:
+    """A reader of ``the <noun> <name>`` (the name at ``path``), or ``a <noun>``."""
+    return lambda p: _the(noun, text_at(p, *path))
+
+
 _ISSUES: Texts = {
     "opened": lambda a, s, p: f"{a} has opened an issue: {s}",
     "closed": lambda a, s, p: (
         f"{a} has closed the issue {s}"
         + _CLOSE_REASONS.get(text_at(p, "issue", "state_reason"), "")
-    ),
-    "assigned": lambda a, s, p: (
-        f"{a} has assigned {text_at(p, 'assignee', 'login') or 'someone'} to the issue {s}"
-    ),
-    "unassigned": lambda a, s, p: (
-        f"{a} has unassigned {text_at(p, 'assignee', 'login') or 'someone'} from the issue {s}"
-    ),
-    "labeled": lambda a, s, p: (
-        f"{a} has added {_the('label', text_at(p, 'label', 'name'))} to the issue {s}"
-    ),
-    "unlabeled": lambda a, s, p: (
-        f"{a} has removed {_the('label', text_at(p, 'label', 'name'))} from the issue {s}"
-    ),
-    "milestoned": lambda a, s, p: (
-        f"{a} has set {_the('milestone', _milestone_of(p, 'issue'))} on the issue {s}"
-    ),
-    "demilestoned": lambda a, s, p: (
-        f"{a} has removed {_the('milestone', _milestone_of(p, 'issue'))} from the issue {s}"
-    ),
-    "typed": lambda a, s, p: (
-        f"{a} has set {_the('type', text_at(p, 'type', 'name'))} on the issue {s}"
-    ),
-    "untyped": lambda a, s, p: (
-        f"{a} has removed {_the('type', text_at(p, 'type', 'name'))} from the issue {s}"
     ),
     "transferred": lambda a, s, p: (
         f"{a} has transferred the issue {s}"
@@ -631,22 +618,26 @@ _ISSUES: Texts = {
     ),
 } | uniform(
     "{a} has {verb} the issue {s}",
-    _same("edited", "deleted", "reopened", "locked", "unlocked", "pinned", "unpinned"),
+    {
+        **_same("edited", "deleted", "reopened", "locked", "unlocked", "pinned", "unpinned"),
+        "assigned": "assigned {assignee} to",
+        "unassigned": "unassigned {assignee} from",
+        "labeled": "added {label} to",
+        "unlabeled": "removed {label} from",
+        "milestoned": "set {milestone} on",
+        "demilestoned": "removed {milestone} from",
+        "typed": "set {issue_type} on",
+        "untyped": "removed {issue_type} from",
+    },
+    assignee=lambda p: text_at(p, "assignee", "login") or "someone",
+    label=_named("label", "label", "name"),
+    milestone=lambda p: _the("milestone", _milestone_of(p, "issue")),
+    issue_type=_named("type", "type", "name"),
 )
-
-
-def _milestone_of(payload: Any, key: str) -> str:
-    return text_at(payload, "milestone", "title") or text_at(payload, key, "milestone", "title")
 
 
 _DISCUSSION: Texts = {
     "created": lambda a, s, p: f"{a} has started a discussion: {s}",
-    "labeled": lambda a, s, p: (
-        f"{a} has added {_the('label', text_at(p, 'label', 'name'))} to the discussion {s}"
-    ),
-    "unlabeled": lambda a, s, p: (
-        f"{a} has removed {_the('label', text_at(p, 'label', 'name'))} from the discussion {s}"
-    ),
     "transferred": lambda a, s, p: (
         f"{a} has transferred the discussion {s}"
         + _suffix(" to ", text_at(p, "changes", "new_repository", "full_name"))
@@ -659,7 +650,14 @@ _DISCUSSION: Texts = {
     "unanswered": lambda a, s, p: f"{a} has unmarked the answer to the discussion {s}",
 } | uniform(
     "{a} has {verb} the discussion {s}",
-    _same("edited", "deleted", "closed", "reopened", "locked", "unlocked", "pinned", "unpinned"),
+    {
+        **_same(
+            "edited", "deleted", "closed", "reopened", "locked", "unlocked", "pinned", "unpinned"
+        ),
+        "labeled": "added {label} to",
+        "unlabeled": "removed {label} from",
+    },
+    label=_named("label", "label", "name"),
 )
 
 
@@ -710,24 +708,19 @@ _PULL_REQUEST_REVIEW_THREAD = uniform(
     {"resolved": "resolved", "unresolved": "reopened"},
 )
 
-_SUB_ISSUES: Texts = {
-    "sub_issue_added": lambda a, s, p: (
-        f"{a} has added the sub-issue #{need(p, 'sub_issue', 'number')} to the issue "
-        + _numbered("parent_issue")(p)
-    ),
-    "sub_issue_removed": lambda a, s, p: (
-        f"{a} has removed the sub-issue #{need(p, 'sub_issue', 'number')} from the issue "
-        + _numbered("parent_issue")(p)
-    ),
-    "parent_issue_added": lambda a, s, p: (
-        f"{a} has made #{need(p, 'parent_issue', 'number')} the parent of the issue "
-        + _numbered("sub_issue")(p)
-    ),
-    "parent_issue_removed": lambda a, s, p: (
-        f"{a} has removed the parent #{need(p, 'parent_issue', 'number')} of the issue "
-        + _numbered("sub_issue")(p)
-    ),
-}
+_SUB_ISSUES = uniform(
+    "{a} has {verb}",
+    {
+        "sub_issue_added": "added the sub-issue #{sub} to the issue {parent_issue}",
+        "sub_issue_removed": "removed the sub-issue #{sub} from the issue {parent_issue}",
+        "parent_issue_added": "made #{parent} the parent of the issue {sub_issue}",
+        "parent_issue_removed": "removed the parent #{parent} of the issue {sub_issue}",
+    },
+    sub=_needed("sub_issue", "number"),
+    parent=_needed("parent_issue", "number"),
+    sub_issue=_numbered("sub_issue"),
+    parent_issue=_numbered("parent_issue"),
+)
 
 
 def _sub_issues_link(payload: Any) -> str:
@@ -735,24 +728,19 @@ def _sub_issues_link(payload: Any) -> str:
     return text_at(payload, issue, "html_url")
 
 
-_ISSUE_DEPENDENCIES: Texts = {
-    "blocked_by_added": lambda a, s, p: (
-        f"{a} has marked the issue {_numbered('blocked_issue')(p)} as blocked by "
-        f"#{need(p, 'blocking_issue', 'number')}"
-    ),
-    "blocked_by_removed": lambda a, s, p: (
-        f"{a} has marked the issue {_numbered('blocked_issue')(p)} as no longer blocked by "
-        f"#{need(p, 'blocking_issue', 'number')}"
-    ),
-    "blocking_added": lambda a, s, p: (
-        f"{a} has marked the issue {_numbered('blocking_issue')(p)} as blocking "
-        f"#{need(p, 'blocked_issue', 'number')}"
-    ),
-    "blocking_removed": lambda a, s, p: (
-        f"{a} has marked the issue {_numbered('blocking_issue')(p)} as no longer blocking "
-        f"#{need(p, 'blocked_issue', 'number')}"
-    ),
-}
+_ISSUE_DEPENDENCIES = uniform(
+    "{a} has marked the issue {verb}",
+    {
+        "blocked_by_added": "{blocked_issue} as blocked by #{blocking}",
+        "blocked_by_removed": "{blocked_issue} as no longer blocked by #{blocking}",
+        "blocking_added": "{blocking_issue} as blocking #{blocked}",
+        "blocking_removed": "{blocking_issue} as no longer blocking #{blocked}",
+    },
+    blocked=_needed("blocked_issue", "number"),
+    blocking=_needed("blocking_issue", "number"),
+    blocked_issue=_numbered("blocked_issue"),
+    blocking_issue=_numbered("blocking_issue"),
+)
 
 
 def _dependencies_link(payload: Any) -> str:
@@ -1197,13 +1185,15 @@ def _ruleset_link(payload: Any) -> str:
 
 _DEPLOY_KEY_ACCESS = {True: " (read-only)", False: " (read-write)"}
 
-_DEPLOY_KEY: Texts = {
-    "created": lambda a, s, p: (
-        f"{a} has added the deploy key {s} to {_repository(p)}"
-        + _DEPLOY_KEY_ACCESS.get(dig(p, "key", "read_only", default=None), "")
-    ),
-    "deleted": lambda a, s, p: f"{a} has removed the deploy key {s} from {_repository(p)}",
-}
+_DEPLOY_KEY = uniform(
+    "{a} has {verb}",
+    {
+        "created": "added the deploy key {s} to {repository}{access}",
+        "deleted": "removed the deploy key {s} from {repository}",
+    },
+    repository=_repository,
+    access=lambda p: _DEPLOY_KEY_ACCESS.get(dig(p, "key", "read_only", default=None), ""),
+)
 
 
 # Repositories, organizations, access ----------------------------------------
@@ -1241,17 +1231,17 @@ def _permission(payload: Any) -> str:
     )
 
 
-_MEMBER: Texts = {
-    "added": lambda a, s, p: (
-        f"{a} has added {s} as a collaborator to {_repository(p)}"
-        + _suffix(" with the role ", _permission(p))
-    ),
-    "edited": lambda a, s, p: (
-        f"{a} has changed the permissions of {s} on {_repository(p)}"
-        + _suffix(" to ", _permission(p))
-    ),
-    "removed": lambda a, s, p: f"{a} has removed {s} as a collaborator from {_repository(p)}",
-}
+_MEMBER = uniform(
+    "{a} has {verb}",
+    {
+        "added": "added {s} as a collaborator to {repository}{with_role}",
+        "edited": "changed the permissions of {s} on {repository}{to_permission}",
+        "removed": "removed {s} as a collaborator from {repository}",
+    },
+    repository=_repository,
+    with_role=lambda p: _suffix(" with the role ", _permission(p)),
+    to_permission=lambda p: _suffix(" to ", _permission(p)),
+)
 
 _MEMBERSHIP = uniform(
     "{a} has {verb} the team {team}{organization}",
@@ -1274,18 +1264,20 @@ def _invitee(payload: Any) -> str:
 
 
 _ORGANIZATION: Texts = {
-    "member_added": lambda a, s, p: (
-        f"{a} has added {_member_of_organization(p)} to the organization {s}"
-    ),
-    "member_invited": lambda a, s, p: f"{a} has invited {_invitee(p)} to the organization {s}",
-    "member_removed": lambda a, s, p: (
-        f"{a} has removed {_member_of_organization(p)} from the organization {s}"
-    ),
     "renamed": lambda a, s, p: (
         f"{a} has renamed the organization {_from_to(text_at(p, 'changes', 'login', 'from'), s)}"
     ),
-    "deleted": lambda a, s, p: f"{a} has deleted the organization {s}",
-}
+} | uniform(
+    "{a} has {verb} the organization {s}",
+    {
+        "member_added": "added {member} to",
+        "member_invited": "invited {invitee} to",
+        "member_removed": "removed {member} from",
+        "deleted": "deleted",
+    },
+    member=_member_of_organization,
+    invitee=_invitee,
+)
 
 
 def _organization_link(payload: Any) -> str:
@@ -1338,16 +1330,15 @@ def _app(payload: Any) -> str:
     return text_at(payload, "installation", "app_slug") or need(payload, "installation", "app_id")
 
 
-_INSTALLATION_REPOSITORIES: Texts = {
-    "added": lambda a, s, p: (
-        f"{a} has given the GitHub App {s} access to "
-        + _names(dig(p, "repositories_added"), "full_name")
-    ),
-    "removed": lambda a, s, p: (
-        f"{a} has removed the access of the GitHub App {s} to "
-        + _names(dig(p, "repositories_removed"), "full_name")
-    ),
-}
+_INSTALLATION_REPOSITORIES = uniform(
+    "{a} has {verb}",
+    {
+        "added": "given the GitHub App {s} access to {added}",
+        "removed": "removed the access of the GitHub App {s} to {removed}",
+    },
+    added=lambda p: _names(dig(p, "repositories_added"), "full_name"),
+    removed=lambda p: _names(dig(p, "repositories_removed"), "full_name"),
+)
 
 _INSTALLATION_TARGET: Texts = {
     "renamed": lambda a, s, p: (
