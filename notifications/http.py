@@ -44,6 +44,8 @@ SHUTTING_DOWN = "The notifications center is shutting down.\n"
 TOO_MANY_CALLS = "Too many calls in progress, retry later.\n"
 #: The first line of a 415 answer.
 UNSUPPORTED_MEDIA_TYPE = "Unsupported media type."
+#: A gate call that failed for a reason of ours (logged, never described).
+INTERNAL_ERROR = "Internal error.\n"
 
 TOO_LARGE = _raw_response(b"413 Payload Too Large", PAYLOAD_TOO_LARGE.encode())
 TOO_SLOW = _raw_response(b"408 Request Timeout", REQUEST_TIMEOUT.encode())

@@ -23,13 +23,25 @@ from twisted.web.resource import Resource
 from .config import Config
 from .dashboard import RECENT, Dashboard
 from .gates import Gate, GateCall, GateError, Outcome, gate_class, gate_names
-from .http import ALIVE, POST_ONLY, GateRequest, GateSite, Leaf
+from .gates.base import BAD_REQUEST
+from .http import (
+    ALIVE,
+    INTERNAL_ERROR,
+    PAYLOAD_TOO_LARGE,
+    POST_ONLY,
+    SHUTTING_DOWN,
+    TOO_MANY_CALLS,
+    UNSUPPORTED_MEDIA_TYPE,
+    GateRequest,
+    GateSite,
+    Leaf,
+)
 from .jsonutil import dumps
 from .metrics import Metrics
 from .notification import RoutingKeyTooLong
 from .openapi import OpenAPIResource
 from .outbox import Duplicate, OutboxError
-from .report import REQUEST_ID_BYTES, amqp_action, make_report, report_status
+from .report import PUBLISHED, QUEUED, REQUEST_ID_BYTES, amqp_action, make_report, report_status
 
 
 def _plain(request, status: int, body: str) -> bytes:
@@ -236,24 +248,24 @@ class CallHandler:
     def handle(self, gate: Gate, door: str, request) -> int | bytes:
         if not self.dispatcher.running:
             request.setHeader(b"retry-after", b"5")
-            return _plain(request, 503, "The notifications center is shutting down.\n")
+            return _plain(request, 503, SHUTTING_DOWN)
         if self.dispatcher.calls_in_progress >= self.config.max_in_progress:
             # Past this many calls at once, answer at once rather than queue
             # without bound: callers retry, and memory stays bounded.
             request.setHeader(b"retry-after", b"1")
             self._log_call(gate.name, door, None, 503, "too many calls in progress", request)
-            return _plain(request, 503, "Too many calls in progress, retry later.\n")
+            return _plain(request, 503, TOO_MANY_CALLS)
         body = request.content.read()
         if len(body) > self.config.max_body_size:
             self._log_call(gate.name, door, None, 413, "body too large", request)
-            return _plain(request, 413, "Payload too large.\n")
+            return _plain(request, 413, PAYLOAD_TOO_LARGE)
         content_type = _content_type(request)
         if not accepts(gate, content_type):
             self._log_call(gate.name, door, None, 415, f"content type {content_type!r}", request)
             return _plain(
                 request,
                 415,
-                f"Unsupported media type.\nThe {gate.name} gate takes JSON"
+                f"{UNSUPPORTED_MEDIA_TYPE}\nThe {gate.name} gate takes JSON"
                 + (" or a form." if gate.takes_form else ".")
                 + "\n",
             )
@@ -286,7 +298,7 @@ class CallHandler:
         try:
             keys = [publication.notification.routing_key for publication in outcome.publications]
         except RoutingKeyTooLong as error:
-            raise GateError(400, "Bad request.", str(error)) from None
+            raise GateError(400, BAD_REQUEST, str(error)) from None
         created = int(self.reactor.seconds())
         if not keys:
             return self._report([], outcome, door, created, request_id)
@@ -354,7 +366,7 @@ class CallHandler:
         d = self.dispatcher.wait_confirmed(entry.id, timeout)
         return d.addCallback(
             lambda confirmed: amqp_action(
-                self.exchange, entry.routing_key, status="published" if confirmed else "queued"
+                self.exchange, entry.routing_key, status=PUBLISHED if confirmed else QUEUED
             )
         )
 
@@ -390,7 +402,7 @@ class CallHandler:
             self.metrics.observe_call(gate.name, door, 500, None)
         if request._disconnected:
             return
-        request.write(_plain(request, 500, "Internal error.\n"))
+        request.write(_plain(request, 500, INTERNAL_ERROR))
         request.finish()
 
     def _log_call(
