@@ -49,7 +49,8 @@ Encoding chooses the type from the Python value:
   ``l`` (RabbitMQ reads both as integers wherever it expects a number), and
   a ``ValueError`` past 64 signed bits; the wrappers :class:`Int8` …
   :class:`Int64` force their type (and refuse a value out of its range);
-- ``float`` → ``d``, :class:`Float32` → ``f``;
+- ``float`` → ``d``, :class:`Float32` → ``f``; only finite ones: RabbitMQ
+  closes the connection (``541 INTERNAL_ERROR``) on an infinite or NaN float;
 - ``decimal.Decimal`` → ``D`` (a scale of 0 to 255 digits and a signed
   32-bit unscaled value, as RabbitMQ's Java and Python clients read it; the
   broker only carries those 40 bits);
@@ -72,6 +73,7 @@ into txamqp.
 
 from __future__ import annotations
 
+import math
 import struct
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -238,6 +240,12 @@ def encode_value(value: Any) -> bytes:
             raise ValueError(f"an integer field is at most 64 bits, not {value}")
         return code + _ENCODE_STRUCTS[code].pack(value)
     if isinstance(value, float):
+        if not math.isfinite(value):
+            # RabbitMQ (Erlang) has no infinite or NaN float: it answers
+            # INTERNAL_ERROR and closes the whole connection.
+            raise ValueError(
+                f"RabbitMQ cannot read a float that is not finite, such as {float(value)}"
+            )
         code = b"f" if isinstance(value, Float32) else b"d"
         return code + _ENCODE_STRUCTS[code].pack(value)
     if isinstance(value, str):
