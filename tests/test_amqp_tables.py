@@ -49,7 +49,7 @@ from notifications.amqp.fieldtable import (
     UInt32,
 )
 from notifications.amqp.spec import load_spec
-from tests.conftest import test_broker
+from tests.conftest import test_broker, wait_for
 from tests.test_amqp_fast_publish import broker_says
 from tests.test_amqp_fieldtable import same, tables
 
@@ -481,3 +481,22 @@ async def test_a_bad_argument_fails_the_call_and_the_connection_goes_on(amqp):
             await client.close_extra_channel(extra)
     assert not client.closed
     assert (await channel.queue_declare(queue=declared.queue, passive=True)).queue == declared.queue
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_broker_tells_a_consumer_its_queue_is_gone(amqp):
+    # Only to a client announcing consumer_cancel_notify (a boolean) at log-in.
+    cancelled: list = []
+
+    class Owner:
+        def broker_cancel(self, message) -> None:
+            cancelled.append(message.consumer_tag)
+
+    client, channel = await connect(reactor, test_broker(), Owner())
+    try:
+        queue = (await channel.queue_declare(exclusive=True)).queue
+        reply = await channel.basic_consume(queue=queue, no_ack=True)
+        await channel.queue_delete(queue=queue)
+        await wait_for(lambda: cancelled == [reply.consumer_tag])
+    finally:
+        await client.close(within=2)

@@ -33,6 +33,11 @@ from .spec import load_spec
 #: The channel every user of the connection works on.
 CHANNEL = 1
 
+#: What the client tells the broker about itself in ``connection.start-ok``.
+#: Only capabilities the spec table can take: announcing ``connection.blocked``
+#: would bring methods it does not carry.
+CLIENT_PROPERTIES = {"product": "notifications", "capabilities": {"consumer_cancel_notify": True}}
+
 
 class Delegate(TwistedDelegate):
     """Routes the methods the broker sends on its own to the connection's owner.
@@ -54,6 +59,18 @@ class Delegate(TwistedDelegate):
         handler: Callable | None = getattr(listener, name, None)
         if handler is not None:
             handler(message)
+
+    def connection_start(self, channel, message) -> None:
+        # txamqp announces no capability. The broker tells a consumer that its
+        # queue is gone (basic.cancel) only to clients that announce
+        # consumer_cancel_notify, as a boolean, which txamqp's own table codec
+        # could not even write (it sent True as an integer).
+        channel.connection_start_ok(
+            client_properties=CLIENT_PROPERTIES,
+            mechanism=self.client.mechanism,
+            response=self.client.response,
+            locale=self.client.locale,
+        )
 
     def connection_tune(self, channel, message) -> None:
         # 0 means no limit: channel ids are 16-bit.
