@@ -39,9 +39,8 @@ octet  wire type             Python value decoded
 Decoding keeps the wire type: where two wire types share a Python type,
 the value comes out as a subclass of ``int``, ``float`` or ``bytes`` naming
 its wire type (``Int64(42) == 42``, arithmetic gives plain numbers), so that
-encoding a decoded table gives back the same bytes. That matters when a
-table is sent back to the broker: RabbitMQ reads an ``x-death`` ``count``
-only as an ``l``.
+encoding a decoded table gives back the same bytes: headers forwarded or
+sent back (an ``x-death`` to dead-letter again) keep their types.
 
 Encoding chooses the type from the Python value:
 
@@ -62,8 +61,12 @@ Encoding chooses the type from the Python value:
 - a mapping → ``F`` (keys are ``str``, at most 255 bytes in UTF-8), a list or
   tuple → ``A``, ``None`` → ``V``.
 
+A stream queue (RabbitMQ 3.10) keeps only some of this in ``headers``:
+arrays and tables are dropped and a decimal makes the broker close the
+publisher's connection (see :mod:`notifications.amqp.stream`).
+
 Anything else raises ``TypeError``; a value out of range ``ValueError``;
-both name the key path (``'x-death'[0]'count'``). Malformed bytes raise
+both name the key path (``'x-death': [0]: 'count': …``). Malformed bytes raise
 :class:`FieldTableError` (a ``ValueError``).
 
 Written by hand, as no maintained library gives the codec on its own: pika,
