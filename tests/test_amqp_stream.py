@@ -245,6 +245,13 @@ async def test_an_empty_stream_gives_nothing_for_last_then_what_comes(amqp):
     await writer.close()
 
 
+async def first_offset(client, queue: str, start="first") -> int:
+    reader = await StreamReader(client, queue, start).start()
+    [delivery] = await take(reader, 1)
+    await reader.close()
+    return delivery.offset
+
+
 @pytest_twisted.ensureDeferred
 async def test_retention_offsets_with_gaps_and_below_the_first(amqp):
     client, _, new_stream = amqp
@@ -252,21 +259,27 @@ async def test_retention_offsets_with_gaps_and_below_the_first(amqp):
     queue = await new_stream(max_bytes=3000, segment=1000)
     writer = await publisher(client, queue)
     await writer.one_by_one([b"x" * 100 + str(n).encode() for n in range(60)])
-    await deferLater(reactor, 1)  # retention runs after the writes
-    reader = await StreamReader(client, queue, "first").start()
+    await writer.close()
+    # Retention runs some time after the writes: wait until it is done.
+    first, deadline = await first_offset(client, queue), reactor.seconds() + 20
+    while True:
+        await deferLater(reactor, 1)
+        now = await first_offset(client, queue)
+        if now == first or reactor.seconds() > deadline:
+            break
+        first = now
+    assert first > 0  # the first segments are gone
+    reader = await StreamReader(client, queue, first).start()
     deliveries = []
     while not deliveries or not deliveries[-1].body.endswith(b"x59"):
         deliveries.extend(await take(reader, 1))
     await reader.close()
     offsets = [d.offset for d in deliveries]
-    assert offsets[0] > 0  # the first segments are gone
+    assert offsets[0] == first
     # Not contiguous: the broker's own chunk at each segment's start takes an offset.
     assert set(range(offsets[0], offsets[-1] + 1)) - set(offsets)
-    for below in (0, offsets[0] - 1):
-        reader = await StreamReader(client, queue, below).start()
-        assert (await take(reader, 1))[0].offset == offsets[0]
-        await reader.close()
-    await writer.close()
+    for below in (0, first - 1):
+        assert await first_offset(client, queue, below) == first
 
 
 @pytest_twisted.ensureDeferred
@@ -315,15 +328,18 @@ async def test_a_slow_taker_stops_the_broker(amqp):
     queue = await new_stream()
     reader = await StreamReader(client, queue, "next", prefetch=5).start()
     writer = await publisher(client, queue)
-    await writer.together(bodies("m", 500))
+    sent = bodies("m", 500)
+    for start in range(0, 500, 25):  # chunks of at most 25 messages
+        await writer.together(sent[start : start + 25])
+    await wait_for(lambda: reader.buffered >= 5)
     await deferLater(reactor, 0.5)
     held = reader.buffered
-    # The prefetch and the rest of one chunk, far from everything.
-    assert 5 <= held < 100
+    # The prefetch and the rest of one chunk at most, far from everything.
+    assert held <= 5 + 24
     await deferLater(reactor, 0.3)
     assert reader.buffered == held
     got = [d.body for d in await take(reader, 500)]
-    assert got == bodies("m", 500)
+    assert got == sent
     assert reader.buffered == 0
     await reader.close()
     await writer.close()
