@@ -15,9 +15,9 @@ Consuming
     ``basic.consume`` fails with a channel error, 406 PRECONDITION_FAILED)
     and acknowledge (``no-ack`` is refused with 540 NOT_IMPLEMENTED, which
     closes the *connection*). Acks only give the broker credit to send more:
-    the message stays. ``basic.get`` (540) and ``basic.reject`` or
-    ``basic.nack`` on a stream close the whole connection too, so this module
-    never sends them. The broker checks the credit before each *chunk* (what
+    the message stays. ``basic.get``, ``basic.reject`` and ``basic.nack``
+    on a stream close the whole connection too (540 NOT_IMPLEMENTED), so
+    this module never sends them. The broker checks the credit before each *chunk* (what
     it wrote at once) and sends the whole chunk: a consumer holds at most
     ``prefetch`` deliveries plus the rest of one chunk (33 for a prefetch of
     3 and a burst of 2000 messages). The reader acknowledges a delivery when
