@@ -37,7 +37,7 @@ from notifications.amqp.stream import (
     publish_marker,
     read_until_end,
 )
-from tests.conftest import test_broker, wait_for
+from tests.conftest import wait_for
 from tests.test_amqp_fast_publish import broker_says
 from tests.test_amqp_tables import TXAMQP, header, method, new_client
 
@@ -113,9 +113,11 @@ def stream_arguments(max_bytes: int = 2_000_000, segment: int = 500_000) -> dict
 
 
 @pytest_twisted.async_yield_fixture
-async def amqp():
-    """A connection, and a function declaring stream queues (deleted at the end)."""
-    broker = test_broker()
+async def amqp(broker):
+    """A connection, and a function declaring stream queues (deleted at the end).
+
+    Other connections of the test use the same ``broker`` (and exchange).
+    """
     client, channel = await connect(reactor, broker)
     declared: list[str] = []
 
@@ -446,12 +448,11 @@ async def test_the_connections_end_ends_its_readers(amqp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_methods_a_stream_refuses_close_the_connection(amqp):
+async def test_methods_a_stream_refuses_close_the_connection(amqp, broker):
     client, _, new_stream = amqp
     queue = await new_stream()
     writer = await publisher(client, queue)
     await writer.one_by_one([b"m"])
-    broker = test_broker()
 
     async def attempt(action) -> str:
         """How the broker closed a new connection on which ``action`` ran."""
@@ -513,10 +514,10 @@ async def test_a_stream_drops_arrays_and_tables_from_headers(amqp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_decimal_header_makes_the_broker_drop_the_publisher(amqp):
+async def test_a_decimal_header_makes_the_broker_drop_the_publisher(amqp, broker):
     client, _, new_stream = amqp
     queue = await new_stream()
-    other, _ = await connect(reactor, test_broker())
+    other, _ = await connect(reactor, broker)
     writer = await publisher(other, queue)
     writer.send(b"d", headers={"price": Decimal("1.5")})
     await wait_for(lambda: other.closed, timeout=10)
@@ -549,10 +550,10 @@ async def test_read_until_end_on_an_empty_stream_and_after(amqp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_read_until_end_with_publishers_writing_all_along(amqp):
+async def test_read_until_end_with_publishers_writing_all_along(amqp, broker):
     client, _, new_stream = amqp
     queue = await new_stream()
-    connections = [await connect(reactor, test_broker()) for _ in range(3)]
+    connections = [await connect(reactor, broker) for _ in range(3)]
     writers = [await publisher(other, queue) for other, _ in connections]
     confirmed = {n: 0 for n in range(len(writers))}
     stop = False

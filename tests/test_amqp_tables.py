@@ -49,7 +49,7 @@ from notifications.amqp.fieldtable import (
     UInt32,
 )
 from notifications.amqp.spec import load_spec
-from tests.conftest import test_broker, wait_for
+from tests.conftest import wait_for
 from tests.test_amqp_fast_publish import broker_says
 from tests.test_amqp_fieldtable import same, tables
 
@@ -319,14 +319,15 @@ async def first_message(client, channel, queue: str, timeout: float = 10.0):
 
 
 @pytest_twisted.async_yield_fixture
-async def amqp():
+async def amqp(broker):
     """A connection and its channel, on an exchange of the test's own (deleted after)."""
-    broker = test_broker()
     client, channel = await connect(reactor, broker)
     yield client, channel
     if not client.closed:
-        await channel.exchange_delete(exchange=broker.exchange)
         await client.close(within=2)
+    cleanup, cleanup_channel = await connect(reactor, broker)
+    await cleanup_channel.exchange_delete(exchange=broker.exchange)
+    await cleanup.close(within=2)
 
 
 @pytest_twisted.ensureDeferred
@@ -484,7 +485,7 @@ async def test_a_bad_argument_fails_the_call_and_the_connection_goes_on(amqp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_broker_tells_a_consumer_its_queue_is_gone(amqp):
+async def test_the_broker_tells_a_consumer_its_queue_is_gone(amqp, broker):
     # Only to a client announcing consumer_cancel_notify (a boolean) at log-in.
     cancelled: list = []
 
@@ -492,7 +493,7 @@ async def test_the_broker_tells_a_consumer_its_queue_is_gone(amqp):
         def broker_cancel(self, message) -> None:
             cancelled.append(message.consumer_tag)
 
-    client, channel = await connect(reactor, test_broker(), Owner())
+    client, channel = await connect(reactor, broker, Owner())
     try:
         queue = (await channel.queue_declare(exclusive=True)).queue
         reply = await channel.basic_consume(queue=queue, no_ack=True)
