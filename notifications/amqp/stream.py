@@ -17,12 +17,12 @@ Consuming
     closes the *connection*). Acks only give the broker credit to send more:
     the message stays. ``basic.get``, ``basic.reject`` and ``basic.nack``
     on a stream close the whole connection too (540 NOT_IMPLEMENTED), so
-    this module never sends them. The broker checks the credit before each *chunk* (what
-    it wrote at once) and sends the whole chunk: a consumer holds at most
-    ``prefetch`` deliveries plus the rest of one chunk (33 for a prefetch of
-    3 and a burst of 2000 messages). The reader acknowledges a delivery when
-    its caller takes it, so a slow caller stops the broker, and memory stays
-    bounded by that figure.
+    this module never sends them. The broker checks the credit before each
+    *chunk* (what it wrote at once) and sends the whole chunk: a consumer
+    holds at most ``prefetch`` deliveries plus the rest of one chunk (33 for
+    a prefetch of 3 and a burst of 2000 messages). The reader acknowledges a
+    delivery when its caller takes it, so a slow caller stops the broker, and
+    memory stays bounded by that figure.
 
 Offsets
     Every delivery has a header ``x-stream-offset``, a signed 64-bit integer
