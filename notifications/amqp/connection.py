@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import struct
 from collections.abc import Callable, Mapping
+from io import BytesIO
 from typing import Any, Protocol
 
 from twisted.internet import defer
@@ -21,15 +22,22 @@ from twisted.internet.ssl import optionsForClientTLS
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from txamqp.client import Closed, TwistedDelegate
-from txamqp.connection import Body, Frame, Method
+from txamqp.codec import Codec
+from txamqp.connection import Body, Frame, Header, Method
 from txamqp.message import Message
-from txamqp.protocol import AMQClient, GarbageException
+from txamqp.protocol import AMQChannel, AMQClient, GarbageException
 
 from ..config import BrokerConfig
+from . import fieldtable
 from .spec import load_spec
 
 #: The channel every user of the connection works on.
 CHANNEL = 1
+
+#: What the client tells the broker about itself in ``connection.start-ok``.
+#: Only capabilities the spec table can take: announcing ``connection.blocked``
+#: would bring methods it does not carry.
+CLIENT_PROPERTIES = {"product": "notifications", "capabilities": {"consumer_cancel_notify": True}}
 
 
 class BrokerListener(Protocol):
@@ -71,8 +79,35 @@ class BrokerEvents:
         pass
 
 
+class ChannelListener(BrokerListener, Protocol):
+    """The owner of a channel of its own (:meth:`AMQPClient.open_extra_channel`): it also
+    receives the channel's deliveries, and hears when the channel ends."""
+
+    def deliver(self, message: Message) -> None:
+        """``basic.deliver`` on the channel."""
+
+    def channel_closed(self, reason: Any) -> None:
+        """The channel ended: the broker closed it, the connection ended, or its owner did."""
+
+
+class ChannelEvents(BrokerEvents):
+    """A :class:`ChannelListener` that ignores everything: owners override what they use."""
+
+    def deliver(self, message: Message) -> None:
+        pass
+
+    def channel_closed(self, reason: Any) -> None:
+        pass
+
+
 class Delegate(TwistedDelegate):
-    """Routes the methods the broker sends on its own to the connection's owner."""
+    """Routes the methods the broker sends on its own to the connection's owner.
+
+    A channel opened with a listener of its own (:meth:`AMQPClient.open_extra_channel`:
+    a stream reader's, say) has its confirms, returns, cancels and
+    deliveries handed to that listener instead, and a channel error closes
+    only that channel.
+    """
 
     log = Logger()
 
@@ -80,24 +115,53 @@ class Delegate(TwistedDelegate):
         super().__init__()
         self.listener: BrokerListener = listener if listener is not None else BrokerEvents()
 
+    def _listener(self, channel) -> BrokerListener:
+        # A channel with a listener of its own (open_extra_channel) tells it.
+        own = channel.listener if isinstance(channel, TableChannel) else None
+        return own if own is not None else self.listener
+
+    def connection_start(self, channel, message) -> None:
+        # txamqp announces no capability. The broker tells a consumer that its
+        # queue is gone (basic.cancel) only to clients that announce
+        # consumer_cancel_notify, as a boolean, which txamqp's own table codec
+        # could not even write (it sent True as an integer).
+        channel.connection_start_ok(
+            client_properties=CLIENT_PROPERTIES,
+            mechanism=self.client.mechanism,
+            response=self.client.response,
+            locale=self.client.locale,
+        )
+
+    def connection_tune(self, channel, message) -> None:
+        # 0 means no limit: channel ids are 16-bit.
+        self.client.channel_max = message.channel_max or 65535
+        super().connection_tune(channel, message)
+
     def basic_ack(self, channel, message) -> None:
-        self.listener.broker_ack(message)
+        self._listener(channel).broker_ack(message)
 
     def basic_nack(self, channel, message) -> None:
-        self.listener.broker_nack(message)
+        self._listener(channel).broker_nack(message)
 
     def basic_return_(self, channel, message) -> None:
-        self.listener.broker_return(message)
+        self._listener(channel).broker_return(message)
 
     def basic_cancel(self, channel, message) -> None:
-        self.listener.broker_cancel(message)
+        self._listener(channel).broker_cancel(message)
+
+    def basic_deliver(self, channel, message):
+        own = channel.listener if isinstance(channel, TableChannel) else None
+        if own is None:
+            return super().basic_deliver(channel, message)
+        own.deliver(message)
+        return None
 
     def channel_close(self, channel, message) -> None:
         # A channel error on the main channel (an exchange declared with
         # another type, say) leaves it unusable: drop the connection so the
-        # reconnecting service starts again from a clean state. Other
-        # channels are their users' own (a probe, a stream reader): closed
-        # alone, their user sees the error.
+        # reconnecting service starts again from a clean state. Any other
+        # channel is its user's own (a probe, a stream reader): closed alone,
+        # its user hears of it (TableChannel.do_close, or the failed call).
         super().channel_close(channel, message)
         if channel.id != CHANNEL:
             return
@@ -137,6 +201,142 @@ _FRAME_START = struct.Struct("!BHI")
 _CONFIRM_FRAME = struct.Struct("!BHIHHQBB")
 
 
+class TableCodec(Codec):
+    """txamqp's codec with complete field tables (:mod:`notifications.amqp.fieldtable`).
+
+    Every other type is txamqp's own, so a frame without a table is the same
+    either way.
+    """
+
+    def encode_table(self, tbl: Mapping[str, Any]) -> None:
+        self.write(fieldtable.encode_table(tbl))
+
+    def decode_table(self) -> dict[str, Any]:
+        size = self.decode_long()
+        data = self.read(size)
+        if len(data) != size:
+            raise fieldtable.FieldTableError(f"a table of {size} bytes, but {len(data)} left")
+        return fieldtable.decode_fields(data)
+
+
+def _carries_table(payload: Any) -> bool:
+    """Whether txamqp's own codec would get this outgoing payload wrong."""
+    if type(payload) is Method:
+        return any(field.type == "table" for field in payload.method.fields)
+    return type(payload) is Header and payload.properties.get("headers") is not None
+
+
+def encode_payload(payload: Method | Header) -> bytes:
+    """A method or content header frame's payload, with :class:`TableCodec`.
+
+    The same steps as txamqp's ``Method.encode`` and ``Header.encode``, which
+    build txamqp's ``Codec`` themselves and so cannot be given another one.
+    """
+    buffer = BytesIO()
+    codec = TableCodec(buffer)
+    if isinstance(payload, Method):
+        codec.encode_short(payload.method.klass.id)
+        codec.encode_short(payload.method.id)
+        for field, value in zip(payload.method.fields, payload.args, strict=True):
+            codec.encode(field.type, value)
+    else:
+        fields = payload.klass.fields
+        codec.encode_short(payload.klass.id)
+        codec.encode_short(payload.weight)
+        codec.encode_longlong(payload.size)
+        # Property flags (AMQP 0-9-1, section 4.2.6.1): one bit per property,
+        # from bit 15 down; bit 0 of a word says another word follows.
+        words, word = [], 0
+        for index, field in enumerate(fields):
+            if index and index % 15 == 0:
+                words.append(word | 1)
+                word = 0
+            if payload.properties.get(field.name) is not None:
+                word |= 1 << (15 - index % 15)
+        for flags in (*words, word):
+            codec.encode_short(flags)
+        for field in fields:
+            value = payload.properties.get(field.name)
+            if value is not None:
+                codec.encode(field.type, value)
+        _check_properties(payload)
+    codec.flush()
+    return buffer.getvalue()
+
+
+def _check_properties(header: Header) -> None:
+    # txamqp only logs a property it does not know, and drops it.
+    unknown = set(header.properties) - {field.name for field in header.klass.fields}
+    if unknown:
+        raise ValueError(f"unknown message properties: {', '.join(sorted(unknown))}")
+
+
+def decode_payload(spec: Any, kind: int, data: bytes) -> Method | Header:
+    """A method (``kind`` 1) or content header (2) frame's payload, with :class:`TableCodec`."""
+    codec = TableCodec(BytesIO(data))
+    klass = spec.classes.byid[codec.decode_short()]
+    if kind == _FRAME_METHOD:
+        method = klass.methods.byid[codec.decode_short()]
+        return Method(method, *(codec.decode(field.type) for field in method.fields))
+    weight = codec.decode_short()
+    size = codec.decode_longlong()
+    present: list[bool] = []
+    while True:
+        flags = codec.decode_short()
+        present.extend(bool(flags >> bit & 1) for bit in range(15, 0, -1))
+        if not flags & 1:
+            break
+    properties = {
+        str(field.name): codec.decode(field.type)
+        for flag, field in zip(present, klass.fields)  # noqa: B905 - padding bits
+        if flag
+    }
+    return Header(klass, weight, size, **properties)
+
+
+class TableChannel(AMQChannel):
+    """txamqp's channel: tables checked when a method is called, and an optional listener.
+
+    Frames are encoded later, by the connection's writer, where an error
+    would stop every later frame and tell no caller: so a method or a content
+    header carrying a table is encoded once here first, and a bad value (or
+    a message property that does not exist, which txamqp would drop) fails
+    the call's Deferred with the codec's ``TypeError`` or ``ValueError``.
+
+    ``listener`` (see :class:`Delegate`) also hears ``channel_closed(reason)``
+    when the channel ends, whoever closed it: the broker (a ``channel.close``
+    message), the connection's end (a Failure or exception), or
+    :meth:`AMQPClient.close_extra_channel`.
+    """
+
+    #: What the broker sends on this channel goes here, when set (see Delegate).
+    listener: ChannelListener | None = None
+
+    def invoke(self, method, args, content=None) -> defer.Deferred:
+        try:
+            payload = Method(method, *args)
+            if _carries_table(payload):
+                encode_payload(payload)
+            if content is not None:
+                header = Header(
+                    method.klass, content.weight(), content.size(), **content.properties
+                )
+                if _carries_table(header):
+                    encode_payload(header)
+                else:
+                    _check_properties(header)
+        except (TypeError, ValueError):
+            return defer.fail()
+        return super().invoke(method, args, content)
+
+    def do_close(self, reason) -> None:
+        was_closed = self.closed
+        super().do_close(reason)
+        listener = self.listener
+        if not was_closed and listener is not None:
+            listener.channel_closed(reason)
+
+
 class AMQPClient(AMQClient):
     """txamqp's client, reading message bodies as bytes, and confirms quickly.
 
@@ -151,12 +351,23 @@ class AMQPClient(AMQClient):
     frame) costs about 80 µs per confirm on the reactor thread, and RabbitMQ
     sends one for every three or four messages under load. The delegate
     receives the same txamqp ``Message``.
+
+    Field tables (message headers, method arguments, the broker's
+    properties) are read and written with every type RabbitMQ uses
+    (:class:`TableCodec`), where txamqp's codec knows only strings, 32-bit
+    integers, booleans and nested tables. Frames without a table are still
+    written by txamqp.
     """
+
+    channelClass = TableChannel
 
     #: Called with the client once the TCP connection is made (see AMQPFactory).
     connection_made_hook: Callable | None = None
     #: The node (``host:port``) this connection was made to (``NodesEndpoint.current``).
     node: str = ""
+
+    #: The highest channel id, as the broker tunes it (RabbitMQ: 2047 by default).
+    channel_max = 2047
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -169,6 +380,67 @@ class AMQPClient(AMQClient):
         super().connectionMade()
         if self.connection_made_hook is not None:
             self.connection_made_hook(self)
+
+    async def open_extra_channel(self, listener: ChannelListener) -> TableChannel:
+        """Open a channel on a free id (never :data:`CHANNEL`) for ``listener``.
+
+        The broker's confirms, returns, cancels and deliveries on it go to
+        ``listener`` (``broker_ack``, ``broker_nack``, ``broker_return``,
+        ``broker_cancel``, ``deliver``), and ``channel_closed(reason)`` when it
+        ends; a channel error closes only this channel. Give it back with
+        :meth:`close_extra_channel`.
+        """
+        taken = self.channels
+        ident = next((i for i in range(CHANNEL + 1, self.channel_max + 1) if i not in taken), None)
+        if ident is None:
+            raise RuntimeError(f"all {self.channel_max} channels of the connection are in use")
+        # Reserved at once, without txamqp's asynchronous lock, so that two
+        # callers can never pick the same id.
+        channel = taken[ident] = self.channelFactory(ident, self.outgoing, self)
+        channel.listener = listener
+        try:
+            await channel.channel_open()
+        except BaseException:
+            self.forget_channel(channel)
+            raise
+        return channel
+
+    async def close_extra_channel(self, channel: TableChannel, within: float = 5.0) -> None:
+        """Close a channel from :meth:`open_extra_channel` (if still open) and free its id.
+
+        Waits at most ``within`` seconds for the broker's ``close-ok``; past
+        that the id stays taken, as a late ``close-ok`` would otherwise land
+        on the next channel given that id.
+        """
+        if not channel.closed and not self.closed:
+            closing = channel.channel_close(reply_code=200, reply_text="closed by the client")
+            timer = self.clock.callLater(within, closing.cancel)
+            try:
+                await closing
+            except defer.CancelledError:
+                channel.close(Closed("no close-ok from the broker"))
+                return
+            except Closed:
+                pass  # the broker or the connection closed it first
+            finally:
+                if timer.active():
+                    timer.cancel()
+        channel.close(Closed("channel closed by its owner"))
+        self.forget_channel(channel)
+
+    def forget_channel(self, channel: TableChannel) -> None:
+        """Drop a channel txamqp would otherwise keep for the connection's lifetime."""
+        if self.channels.get(channel.id) is channel:
+            del self.channels[channel.id]
+
+    def do_close(self, reason) -> None:
+        # txamqp's, over copies of its tables: a channel's listener, told of
+        # the end, may free its channel (forget_channel) while we go through.
+        for channel in list(self.channels.values()):
+            channel.close(reason)
+        for queue in list(self.queues.values()):
+            queue.close()
+        self.delegate.close(reason)
 
     def _unpack_frame(self, data: bytes):
         kind = data[0]
@@ -184,7 +456,20 @@ class AMQPClient(AMQClient):
                     return Frame(channel, Method(self._ack, tag, bool(bits & 1)))
                 if method == self._nack.id:
                     return Frame(channel, Method(self._nack, tag, bool(bits & 1), bool(bits & 2)))
+        if kind in (_FRAME_METHOD, _FRAME_HEADER):
+            channel, size = struct.unpack("!HI", data[1:7])
+            if data[7 + size] != self.FRAME_END:
+                raise GarbageException(f"frame error: expected frame end, got {data[7 + size]!r}")
+            return Frame(channel, decode_payload(self.spec, kind, data[7 : 7 + size]))
         return super()._unpack_frame(data)
+
+    def _pack_frame(self, frame) -> bytes:
+        payload = frame.payload
+        if not _carries_table(payload):
+            return super()._pack_frame(frame)
+        kind = _FRAME_METHOD if type(payload) is Method else _FRAME_HEADER
+        data = encode_payload(payload)
+        return _FRAME_START.pack(kind, frame.channel, len(data)) + data + _FRAME_END
 
     def frame_received(self, frame) -> None:
         payload = frame.payload
