@@ -29,6 +29,7 @@ from .amqp.connection import BrokerEvents
 from .clients import Clients, make_clients
 from .clients.http import RemoteServiceError
 from .clients.projects import cache_path, projects_map_status
+from .commands import history as history_commands
 from .commands import outbox as outbox_commands
 from .commands import tail as tail_commands
 from .commands.common import (
@@ -457,6 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     projectsmap.set_defaults(command=command_projectsmap)
 
     tail_commands.add_commands(commands)
+    history_commands.add_commands(commands)
     outbox_commands.add_commands(commands)
 
     send = commands.add_parser("send", help="publish a custom notification")

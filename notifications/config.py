@@ -67,6 +67,13 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "http": {"timeout": (int, float)},
     "mailgun": {"key": str, "key_env": str, "key_file": str, "hosts": list},
     "dockerhub": {"base_url": str},
+    "archive": {
+        "enabled": bool,
+        "queue": str,
+        "max_age": str,
+        "max_bytes": int,
+        "segment_bytes": int,
+    },
 }
 
 _BROKER_ENVIRONMENT = {
@@ -146,6 +153,26 @@ class BrokerConfig:
         )
 
 
+#: ``x-max-age`` of a stream: a number and a unit (years, months, days, hours,
+#: minutes, seconds), as RabbitMQ writes it.
+_MAX_AGE = re.compile(r"[1-9][0-9]*[YMDhms]")
+
+
+@dataclass(frozen=True)
+class ArchiveConfig:
+    """The stream queue every notification is kept in (the history)."""
+
+    enabled: bool = True
+    #: The stream's name; empty: ``<exchange>.archive``.
+    queue: str = ""
+    #: How long a notification is kept (``x-max-age``).
+    max_age: str = "7D"
+    #: The most the stream keeps on each node's disk (``x-max-length-bytes``).
+    max_bytes: int = 1024**3
+    #: The size of a segment file; retention drops whole segments.
+    segment_bytes: int = 64 * 1024**2
+
+
 @dataclass(frozen=True)
 class Service:
     """One entry of the credentials file: a (gate, door) and its secret or instance."""
@@ -184,6 +211,7 @@ class Config:
     mailgun_key: str | None = field(default=None, repr=False)
     mailgun_hosts: tuple[str, ...] = DEFAULT_MAILGUN_HOSTS
     dockerhub_base_url: str = "https://registry.hub.docker.com"
+    archive: ArchiveConfig = field(default_factory=ArchiveConfig)
     files: tuple[Path, ...] = ()
 
     def service(self, gate: str, door: str) -> Service | None:
@@ -281,6 +309,24 @@ def _broker(section: dict[str, Any], environ: Mapping[str, str], path: Path) -> 
         values["hosts"] = tuple(nodes)
         values["host"], values["port"] = nodes[0]
     return BrokerConfig(**values)
+
+
+def _archive(section: dict[str, Any], broker: BrokerConfig, path: Path) -> ArchiveConfig:
+    values = dict(section)
+    queue = values.get("queue") or f"{broker.exchange}.archive"
+    if len(queue.encode()) > 255 or queue.startswith("amq."):
+        raise ConfigError(path, f"[archive] queue: {queue!r} is not a queue name of ours")
+    values["queue"] = queue
+    if "max_age" in values and not _MAX_AGE.fullmatch(values["max_age"]):
+        raise ConfigError(
+            path,
+            f"[archive] max_age: {values['max_age']!r} is not a duration such as 7D, 24h, 90m "
+            "(Y, M, D, h, m or s)",
+        )
+    for key in ("max_bytes", "segment_bytes"):
+        if key in values and values[key] <= 0:
+            raise ConfigError(path, f"[archive] {key} must be positive")
+    return ArchiveConfig(**values)
 
 
 def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[Service, ...]:
@@ -420,6 +466,8 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
     publish_timeout = float(gate.get("publish_timeout", 2.0))
     max_body_size = gate.get("max_body_size", 25 * 1024 * 1024)
     http_timeout = float(data.get("http", {}).get("timeout", 10.0))
+    broker = _broker(data.get("broker", {}), environ, path)
+    archive = _archive(data.get("archive", {}), broker, path)
     for name, value in (
         ("[gate] publish_timeout", publish_timeout),
         ("[gate] max_body_size", max_body_size),
@@ -443,7 +491,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
 
     return Config(
         path=path,
-        broker=_broker(data.get("broker", {}), environ, path),
+        broker=broker,
         services=services,
         analyzers=analyzers,
         dockerhub_tokens=tokens,
@@ -469,6 +517,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         dockerhub_base_url=data.get("dockerhub", {}).get(
             "base_url", "https://registry.hub.docker.com"
         ),
+        archive=archive,
         files=tuple(files),
     )
 

@@ -28,9 +28,11 @@ from twisted.application import internet, service
 from twisted.internet import endpoints, threads
 from twisted.logger import Logger
 
+from .archive import RecentNotifications
 from .clients import Clients, ClientsService, make_clients
 from .clients.projects import projects_map_status
 from .config import Config, ConfigError, load_config
+from .consumer import ConsumerConnection
 from .daemonfiles import DaemonFiles
 from .delivery import DeliveryService, make_delivery
 from .gates import make_gates
@@ -50,6 +52,7 @@ AT_NEXT_START = (
     "mailgun_key",
     "mailgun_hosts",
     "dockerhub_base_url",
+    "archive",
 )
 
 #: Features that shape the resource tree (the others are read per request).
@@ -176,6 +179,7 @@ class Daemon:
     delivery: DeliveryService
     clients: Clients
     reloader: ConfigurationReloader
+    consumer: ConsumerConnection
 
 
 def build_daemon(
@@ -213,12 +217,19 @@ def build_daemon(
     clients = make_clients(config, reactor)
     ClientsService(clients).setServiceParent(top)
     gates = make_gates(config, **clients.gate_collaborators())
+    consumer = ConsumerConnection(config.broker, reactor)
+    recent = None
+    if config.archive.enabled:
+        recent = RecentNotifications(config.archive.queue, reactor)
+        consumer.add_user(recent)
+    consumer.setServiceParent(top)
     app = WebApp(
         config,
         delivery.dispatcher,
         gates,
         reactor,
         service_status=lambda service: projects_map_status(clients.config, service),
+        archive_recent=recent,
     )
     reloader = ConfigurationReloader(
         config.path,
@@ -228,7 +239,7 @@ def build_daemon(
         reported=files.reloaded if files is not None else None,
     )
     reloader.setServiceParent(top)
-    return Daemon(top, app, delivery, clients, reloader)
+    return Daemon(top, app, delivery, clients, reloader, consumer)
 
 
 def endpoint(option: str, description: str, reactor):

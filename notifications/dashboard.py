@@ -87,10 +87,29 @@ class StaticFiles(Leaf):
         return notFound().render(request)
 
 
+class RecentSource:
+    """Where the status page's last notifications come from.
+
+    The archive's (:class:`~notifications.archive.RecentNotifications`) when it
+    is on and readable: the same list on every worker and instance, and after
+    a restart. Else the calls this process accepted (``local``, newest last).
+    """
+
+    def __init__(self, local: Iterable[dict], archive=None):
+        self.local = local
+        self.archive = archive
+
+    def entries(self) -> tuple[list[dict], str]:
+        """The entries, newest first, and where they come from: ``archive`` or ``process``."""
+        if self.archive is not None and self.archive.available:
+            return self.archive.entries(), "archive"
+        return list(reversed(list(self.local))), "process"
+
+
 class StatusJSON(Leaf):
     """``GET /status.json``: what the status page shows (never a secret)."""
 
-    def __init__(self, config: Config, dispatcher, recent: Iterable[dict], reactor):
+    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor):
         super().__init__()
         self.config = config
         self.dispatcher = dispatcher
@@ -119,9 +138,10 @@ class StatusJSON(Leaf):
 
 
 def status_report(
-    config: Config, dispatcher, recent: Iterable[dict], now: float, outbox: dict
+    config: Config, dispatcher, recent: RecentSource, now: float, outbox: dict
 ) -> dict:
     """The status page's data: gates, broker, outbox, last notifications (newest first)."""
+    entries, source = recent.entries()
     return {
         "version": __version__,
         "now": round(now, 3),
@@ -130,14 +150,15 @@ def status_report(
         "config": config.feature("GetConfig"),
         "broker": dispatcher.publisher.status(),
         "outbox": outbox,
-        "recent": list(reversed(list(recent))),
+        "recent": entries,
+        "recentFrom": source,
     }
 
 
 class Dashboard(Resource):
     """``/``: the status page, the root of the site (the other children are put on it)."""
 
-    def __init__(self, config: Config, dispatcher, recent: Iterable[dict], reactor):
+    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor):
         super().__init__()
         files = load_static()
         _, self.page = files.pop("index.html")

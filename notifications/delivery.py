@@ -25,6 +25,7 @@ from pathlib import Path
 from twisted.application import service
 from twisted.internet import defer
 
+from .archive import ArchiveDeclarer
 from .config import Config
 from .dispatcher import Dispatcher
 from .outbox import Outbox
@@ -74,6 +75,7 @@ def make_delivery(config: Config, reactor, deliveries: Path | None = None) -> De
         dedup_window=config.dedup_window,
         deliveries=deliveries,
     )
-    publisher = Publisher(config.broker, reactor)
+    archive = ArchiveDeclarer(config.archive, config.broker.exchange)
+    publisher = Publisher(config.broker, reactor, archive=archive)
     dispatcher = Dispatcher(outbox, publisher, reactor, drain_timeout=config.drain_timeout)
     return DeliveryService(outbox, publisher, dispatcher)

@@ -386,7 +386,19 @@ def _status_json() -> dict:
             "link": {"type": "string"},
             "routingKey": {"type": "string"},
             "messageId": {"type": "string"},
+            "offset": {"type": "integer", "minimum": 0, "description": "In the archive."},
         },
+        required=[
+            "time",
+            "service",
+            "project",
+            "group",
+            "type",
+            "text",
+            "link",
+            "routingKey",
+            "messageId",
+        ],
         extra=True,
     )
     outbox = _outbox_state()
@@ -409,6 +421,12 @@ def _status_json() -> dict:
             "broker": _ref("schemas", "BrokerState"),
             "outbox": outbox,
             "recent": {"type": "array", "items": recent, "maxItems": RECENT},
+            "recentFrom": {
+                "type": "string",
+                "enum": ["archive", "process"],
+                "description": "archive: the archive stream's last notifications (the same "
+                "on every worker and instance); process: those this process accepted.",
+            },
         },
         extra=True,
     )
@@ -579,6 +597,21 @@ def _document() -> dict:
                 },
                 "broker": _ref("schemas", "BrokerState"),
                 "outbox": _ref("schemas", "OutboxState"),
+                "archive": _object(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "queue": {"type": "string"},
+                        "on": {
+                            "type": "boolean",
+                            "description": "Enabled and declared: notifications are archived.",
+                        },
+                        "error": {
+                            "type": "string",
+                            "nullable": True,
+                            "description": "Why the broker refused the stream.",
+                        },
+                    }
+                ),
             }
         ),
         "ConfigReport": _object(

@@ -113,9 +113,14 @@ class Publisher(BrokerEvents, service.Service):
 
     log = Logger()
 
-    def __init__(self, broker: BrokerConfig, reactor, retry_policy=None, endpoint=None):
+    def __init__(
+        self, broker: BrokerConfig, reactor, retry_policy=None, endpoint=None, archive=None
+    ):
+        """``archive``: an :class:`~notifications.archive.ArchiveDeclarer`, whose stream is
+        declared on each connection before anything is published on it."""
         self.broker = broker
         self.reactor = reactor
+        self.archive = archive
         #: Where to connect; tests give an endpoint they drive by hand.
         self.endpoint = endpoint or broker_endpoint(reactor, broker)
         self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0)
@@ -196,6 +201,8 @@ class Publisher(BrokerEvents, service.Service):
     @defer.inlineCallbacks
     def _confirm(self, client, channel):
         yield channel.confirm_select()
+        if self.archive is not None:
+            yield self.archive.declare(client)
         # A new channel numbers its messages from 1 again.
         self.confirms.fail_all(ConnectionLost("the broker connection was replaced"))
         self._encoder = PublishEncoder(

@@ -21,7 +21,7 @@ from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
 from .config import Config
-from .dashboard import RECENT, Dashboard
+from .dashboard import RECENT, Dashboard, RecentSource
 from .gates import Gate, GateCall, GateError, Outcome, gate_class, gate_names
 from .gates.base import BAD_REQUEST
 from .http import (
@@ -130,13 +130,20 @@ class HealthResource(Leaf):
 
 
 def health_report(dispatcher, outbox: dict) -> dict:
-    """Broker state (connected or not, to which node, since when) and the outbox figures."""
-    broker = dispatcher.publisher.status()
+    """Broker state (connected or not, to which node, since when), the outbox figures,
+    and whether notifications are archived."""
+    publisher = dispatcher.publisher
+    broker = publisher.status()
     return {
         "status": "ok" if broker["connected"] else "degraded",
         "broker": broker,
         "outbox": outbox,
+        "archive": publisher.archive.state.status() if publisher.archive else ARCHIVE_OFF,
     }
+
+
+#: ``/health``'s archive when the publisher keeps none (a test's).
+ARCHIVE_OFF = {"enabled": False, "queue": "", "on": False, "error": None}
 
 
 class GateTree(Resource):
@@ -487,7 +494,10 @@ class WebApp:
         reactor,
         service_status=None,
         metrics: Metrics | None = None,
+        archive_recent=None,
     ):
+        """``archive_recent``: the archive's last notifications
+        (:class:`~notifications.archive.RecentNotifications`), for the status page."""
         if metrics is None:
             known = [(service.gate, service.door) for service in config.services]
             metrics = Metrics(dispatcher, reactor, known_doors=known)
@@ -495,7 +505,8 @@ class WebApp:
         self.reactor = reactor
         self.metrics = metrics
         self.handler = CallHandler(config, dispatcher, reactor, metrics)
-        self.dashboard = Dashboard(config, dispatcher, self.handler.recent, reactor)
+        self.recent = RecentSource(self.handler.recent, archive_recent)
+        self.dashboard = Dashboard(config, dispatcher, self.recent, reactor)
         self.status = StatusResource()
         self.health = HealthResource(dispatcher)
         self.config_resource = ConfigResource(config, service_status or _default_status)

@@ -8,6 +8,7 @@ other's messages and the deployment's ``notifications`` exchange is left alone.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import uuid
@@ -155,6 +156,10 @@ def make_config(
         )
     if "[storage]" not in toml:
         text += '\n[storage]\ndirectory = "var"\ndrain_timeout = 2\n'
+    if "[archive]" not in toml:
+        # Off unless a test asks: a stream keeps its data on the broker's disk
+        # until it is deleted, and each test has an exchange of its own.
+        text += "\n[archive]\nenabled = false\n"
     (directory / "notifications.toml").write_text(text, encoding="utf-8")
     config = load_config(directory / "notifications.toml", environ={})
     return replace(config, broker=broker)
@@ -278,3 +283,60 @@ async def wait_for(predicate, timeout: float = 10.0, step: float = 0.05) -> None
         if reactor.seconds() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await deferLater(reactor, step)
+
+
+# A real browser ------------------------------------------------------------------------
+
+CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+def browser_or_skip() -> None:
+    """Skip when the browser or its driver is missing; fail instead in CI."""
+    from tests.helpers import unavailable as _unavailable
+
+    missing = []
+    if importlib.util.find_spec("selenium") is None:
+        missing.append("the selenium package (pip install -e '.[test]')")
+    for path, package in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")]:
+        if not os.access(path, os.X_OK):
+            missing.append(f"{path} (apt-get install {package})")
+    if missing:
+        _unavailable("the status page's browser test needs " + ", ".join(missing))
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium driven by chromedriver, kept off the internet."""
+    browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    options = Options()
+    options.binary_location = CHROMIUM
+    for flag in [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        # Without these Chromium reaches out to the internet on its own.
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--force-device-scale-factor=1",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1280,900",
+        "--lang=en-GB",
+    ]:
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(15)
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -55,13 +55,13 @@ from tests.conftest import wait_for
 from tests.test_amqp_fast_publish import broker_says
 from tests.test_amqp_fieldtable import same, tables
 
-SPEC = load_spec()
-TXAMQP = FrameReceiver(SPEC)  # txamqp's own frame codec, for comparison
+AMQP_SPEC = load_spec()
+TXAMQP = FrameReceiver(AMQP_SPEC)  # txamqp's own frame codec, for comparison
 
 
 def method(name: str, **values) -> Method:
     klass, name = name.split(".")
-    spec_method = SPEC.classes.byname[klass].methods.byname[name]
+    spec_method = AMQP_SPEC.classes.byname[klass].methods.byname[name]
     defaults = {"bit": False, "shortstr": "", "longstr": "", "table": {}}
     args = [
         values.get(field.name.replace("-", "_"), defaults.get(field.type, 0))
@@ -71,11 +71,11 @@ def method(name: str, **values) -> Method:
 
 
 def header(size: int = 3, **properties) -> Header:
-    return Header(SPEC.classes.byname["basic"], 0, size, **properties)
+    return Header(AMQP_SPEC.classes.byname["basic"], 0, size, **properties)
 
 
 def new_client(listener=None) -> tuple[AMQPClient, StringTransport]:
-    client = AMQPClient(Delegate(listener), vhost="/", spec=SPEC, heartbeat=0, clock=Clock())
+    client = AMQPClient(Delegate(listener), vhost="/", spec=AMQP_SPEC, heartbeat=0, clock=Clock())
     transport = StringTransport()
     client.makeConnection(transport)
     return client, transport
@@ -144,7 +144,7 @@ def test_every_content_property_round_trips():
         "reserved": "",
     }
     data = encode_payload(header(size=2**33, **properties))
-    decoded = decode_payload(SPEC, 2, data)
+    decoded = decode_payload(AMQP_SPEC, 2, data)
     assert (decoded.size, decoded.properties) == (2**33, properties)
 
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from twisted.internet import defer
@@ -137,6 +139,37 @@ async def close_connection(client) -> None:
         await client.close(within=2)
     except Exception:  # noqa: S110 - the connection is going away anyway
         pass
+
+
+_DURATION = re.compile(r"([1-9][0-9]*)([smhdw])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_time(text: str, now: datetime | None = None) -> datetime:
+    """A moment: a duration before now (``90s``, ``30m``, ``2h``, ``7d``, ``1w``) or an
+    ISO 8601 time (``2026-12-06T10:00:00Z``; without a zone, local time).
+
+    Raises ValueError, with a message for the user, for anything else or a
+    moment in the future.
+    """
+    now = now or datetime.now(UTC)
+    value = text.strip()
+    duration = _DURATION.fullmatch(value)
+    if duration:
+        moment = now - timedelta(seconds=int(duration[1]) * _UNITS[duration[2]])
+    else:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not a time: give a duration before now (30m, 2h, 7d) or an "
+                "ISO 8601 time (2026-12-06T10:00:00Z)"
+            ) from None
+        if moment.tzinfo is None:
+            moment = moment.astimezone()  # local time
+    if moment > now:
+        raise ValueError(f"{text!r} is in the future")
+    return moment.astimezone(UTC)
 
 
 def positive_int(text: str) -> int:

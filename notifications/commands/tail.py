@@ -15,13 +15,16 @@ import re
 import sys
 import time
 from collections.abc import Iterator, Sequence
+from datetime import datetime
 from typing import Any, TextIO
 
 from twisted.internet import defer
 from twisted.internet.task import deferLater
 
 from ..amqp.connection import BrokerEvents, queue_exists
+from ..amqp.stream import StreamClosed, StreamReader, read_until_end
 from ..config import Config
+from ..routing import compile_pattern, pattern_error
 from ..texts import SEPARATOR
 from .common import (
     CommandError,
@@ -30,6 +33,7 @@ from .common import (
     connected,
     describe_failure,
     load,
+    parse_time,
     positive_float,
     positive_int,
     reporting_errors,
@@ -116,6 +120,7 @@ class Tail(BrokerEvents):
         as_json: bool,
         count: int | None,
         queue_name: str | None = None,
+        since: datetime | None = None,
     ):
         self.reactor = reactor
         self.config = config
@@ -123,7 +128,15 @@ class Tail(BrokerEvents):
         self.as_json = as_json
         self.count = count
         self.queue_name = queue_name
+        self.since = since
+        self._matchers = [compile_pattern(pattern) for pattern in self.patterns]
         self._channel = None
+        self._reader: StreamReader | None = None
+        #: With ``since``: the archive's next offset to print (after the first end),
+        #: the last offset seen before it, whether anything was read yet.
+        self._next_offset: int | None = None
+        self._seen: int | None = None
+        self._archive_read = False
         self.colour = wants_colour(sys.stdout)
         self.received = 0
         self.stopped = False
@@ -144,6 +157,8 @@ class Tail(BrokerEvents):
             if self._queue is not None:
                 # Wakes the pending get() with Closed, so the loop closes the connection.
                 self._queue.close()
+            if self._reader is not None:
+                defer.ensureDeferred(self._reader.close())
         if self._done:
             return defer.succeed(None)
         d: defer.Deferred = defer.Deferred()
@@ -197,6 +212,10 @@ class Tail(BrokerEvents):
         try:
             if self.stopped:
                 return False
+            if self.since is not None:
+                listening = True
+                await self.read_archive(client)
+                return True
             self._queue = await self.consume(client, channel)
             listening = True
             if self.stopped:  # stopped while binding: stop() could not close the queue
@@ -207,8 +226,12 @@ class Tail(BrokerEvents):
             )
             while not self.stopped:
                 self.show(await self._queue.get())
-        except (QueueClosed, ClientClosed):
+        except (QueueClosed, ClientClosed, _Enough):
             pass
+        except StreamClosed as error:
+            if error.by_owner or self._archive_read:
+                return listening  # stopped, or the connection went: reconnect
+            raise CommandError(archive_unreadable(self.config, error)) from None
         except Exception as error:
             if not listening:
                 raise CommandError(
@@ -220,6 +243,50 @@ class Tail(BrokerEvents):
             self._client = None
             await close_connection(client)
         return listening
+
+    async def read_archive(self, client) -> None:
+        """``--since``: the archive from that time to its end now, then what follows.
+
+        Up to the end (a marker, see notifications.amqp.stream), the
+        notifications accepted before ``since`` are left out (a timestamp
+        seek starts at the chunk of that second); after it, every
+        notification appended is printed: the offsets chain the two parts, so
+        that nothing is missed nor printed twice, across reconnections too.
+        """
+        queue = self.config.archive.queue
+        if self._next_offset is None:
+            since = self.since.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
+            complain(f"reading the archive {queue} at {client.node} from {since} …")
+            # After a reconnection in this part: on from the last one seen.
+            start = self.since if self._seen is None else self._seen + 1
+            end = await read_until_end(client, queue, self._show_history, start=start)
+            self._next_offset = end.offset + 1
+            if self.stopped:
+                return
+        complain(f"listening on {queue} at {client.node} for {' '.join(self.patterns)} …")
+        self._reader = reader = StreamReader(client, queue, self._next_offset)
+        await reader.start()
+        self._archive_read = True
+        if self.stopped:
+            await reader.close()
+            return
+        async for delivery in reader:
+            self._next_offset = delivery.offset + 1
+            self._show_archived(delivery)
+
+    def _show_history(self, delivery) -> None:
+        self._seen = delivery.offset
+        self._archive_read = True
+        timestamp = delivery.properties.get("timestamp")
+        if timestamp is not None and timestamp < int(self.since.timestamp()):
+            return  # accepted before the time asked
+        self._show_archived(delivery)
+
+    def _show_archived(self, delivery) -> None:
+        if self.stopped:
+            raise _Enough
+        if any(matcher(delivery.message.routing_key) for matcher in self._matchers):
+            self.show(delivery.message)
 
     async def consume(self, client, channel):
         """The queue bound with each pattern, consumed: the txamqp queue of its messages."""
@@ -277,7 +344,8 @@ class Tail(BrokerEvents):
 
 
 async def tail_main(reactor, config: Config, args: argparse.Namespace) -> None:
-    tail = Tail(reactor, config, args.patterns, args.json, args.count, args.queue)
+    since = moment("--since", args.since)
+    tail = Tail(reactor, config, args.patterns, args.json, args.count, args.queue, since)
     # Ctrl-C stops the reactor: close the connection first, so the exit is clean.
     reactor.addSystemEventTrigger("before", "shutdown", tail.stop)
     timer = reactor.callLater(args.timeout, tail.stop) if args.timeout else None
@@ -290,7 +358,48 @@ async def tail_main(reactor, config: Config, args: argparse.Namespace) -> None:
 
 def command_tail(args: argparse.Namespace) -> int:
     config = load(args)
+    check_patterns(args.patterns)
+    moment("--since", args.since)
+    if args.since is not None:
+        if args.queue is not None:
+            raise CommandError("--since reads the archive: it does not go with --queue", 2)
+        if not config.archive.enabled:
+            raise CommandError(ARCHIVE_OFF, 2)
     return run_react(reporting_errors, tail_main, config, args)
+
+
+#: Why ``--since`` and ``history`` cannot read anything.
+ARCHIVE_OFF = "the archive is off in this configuration ([archive] enabled = false): no history"
+
+
+def archive_unreadable(config: Config, error: Exception) -> str:
+    return (
+        f"cannot read the archive {config.archive.queue}: {error}; the daemon declares it "
+        "when it connects with [archive] enabled"
+    )
+
+
+def check_patterns(patterns: Sequence[str]) -> None:
+    """A pattern that could never match a routing key is a usage error."""
+    for pattern in patterns:
+        problem = pattern_error(pattern)
+        if problem is not None:
+            raise CommandError(f"{pattern!r} is not a routing-key pattern: {problem}", 2)
+
+
+def moment(option: str, text: str | None) -> datetime | None:
+    """``--since``/``--until`` (see :func:`~notifications.commands.common.parse_time`),
+    or one line and exit 2 (not argparse's usage text)."""
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as error:
+        raise CommandError(f"{option}: {error}", 2) from None
+
+
+class _Enough(Exception):
+    """Raised from a handler to end an archive read: ``tail`` was stopped."""
 
 
 def queue_name(text: str) -> str:
@@ -310,6 +419,11 @@ def add_commands(commands) -> None:
     tail.add_argument("--count", type=positive_int, metavar="N", help="exit after N messages")
     tail.add_argument(
         "--timeout", type=positive_float, metavar="SECONDS", help="exit after that long"
+    )
+    tail.add_argument(
+        "--since",
+        metavar="TIME",
+        help="first print the archive from TIME (2h, 30m, 2026-12-06T10:00:00Z), then follow",
     )
     tail.add_argument(
         "--queue",
