@@ -39,6 +39,8 @@ API (everything blocks; from a test running in the reactor, call it through
     ``rolling_restart(wait_between)``, ``running_members()``,
     ``wait_members()``, ``ctl(i, *args)``, ``stop_all()``. Indexes are
     0-based: ``kill(0)`` kills the first node.
+``reserve_ports(start)``
+    a ``PortReservation`` of a free ``PortBlock`` (``release()`` it after).
 ``ensure_system_broker(host, port)``
     what ``make test`` and ``.ci/run`` do first: start the system node with
     ``rabbitmq-server -detached`` when nothing answers on 127.0.0.1:5672.
@@ -89,6 +91,12 @@ from typing import IO
 #: Where Debian's package keeps the scripts that run as the calling user.
 PACKAGE_BIN = Path("/usr/lib/rabbitmq/bin")
 
+#: The environment variable that points at another script folder.
+BIN_VARIABLE = "NOTIFICATIONS_RABBITMQ_BIN"
+
+#: Where the package's system node listens (its default configuration).
+SYSTEM_AMQP_PORT = 5672
+
 #: Ports a private node never takes: the system node's epmd, AMQP (plain
 #: and TLS), management and distribution ports.
 SYSTEM_PORTS = frozenset({4369, 5671, 5672, 15672, 25672})
@@ -120,7 +128,14 @@ class RabbitMQError(RuntimeError):
 
 
 def package_bin() -> Path | None:
-    """The package's own script folder, or None when rabbitmq-server is not installed."""
+    """The package's own script folder, or None when rabbitmq-server is not installed.
+
+    ``$NOTIFICATIONS_RABBITMQ_BIN``, when set, is the only place looked at (a
+    RabbitMQ installed elsewhere; a folder without it acts as no RabbitMQ).
+    """
+    override = os.environ.get(BIN_VARIABLE)
+    if override is not None:
+        return Path(override) if (Path(override) / "rabbitmq-server").exists() else None
     if (PACKAGE_BIN / "rabbitmq-server").exists():
         return PACKAGE_BIN
     # Another layout of the package: ask dpkg where it put the scripts.
@@ -403,6 +418,9 @@ class Node:
     ``base_dir/home``) holds the cookie; the nodes of a cluster share one.
     ``ctl_ports`` is the range ``rabbitmqctl`` listens in, ``stream_ports``
     that of stream replication; both must stay out of the ephemeral range.
+    Take the ports from a ``reserve_ports`` block held while the node runs:
+    a node in a block nobody holds is an orphan, killed by the next session
+    that reserves it.
     """
 
     host = "127.0.0.1"
@@ -850,7 +868,7 @@ def is_loopback(host: str) -> bool:
 def ensure_system_broker(host: str = "127.0.0.1", port: int = 5672, timeout: float = 60.0) -> None:
     """Make sure a broker answers on ``host:port``, starting the system node if needed.
 
-    When nothing answers on a loopback address and the package is installed,
+    When nothing answers on a loopback address on 5672 and the package is installed,
     ``rabbitmq-server -detached`` (the system's command, which runs the
     system node as its own user) is started and waited for. RabbitMQError
     when the broker still does not answer, saying what to install if that
@@ -858,25 +876,28 @@ def ensure_system_broker(host: str = "127.0.0.1", port: int = 5672, timeout: flo
     """
     if answers(host, port):
         return
-    if not is_loopback(host):
+    if not is_loopback(host) or port != SYSTEM_AMQP_PORT:
+        # Not where the system node listens: nothing to start here.
         raise RabbitMQError(f"RabbitMQ is not answering on {host}:{port}")
-    if package_bin() is None:
+    # The system's wrappers on purpose: this is the system node, run as the
+    # rabbitmq user with its own configuration.
+    search = os.pathsep.join((os.environ.get("PATH", ""), "/usr/sbin", "/sbin"))
+    server, ctl = (shutil.which(name, path=search) for name in ("rabbitmq-server", "rabbitmqctl"))
+    if package_bin() is None or server is None or ctl is None:
         raise RabbitMQError(
             f"RabbitMQ is not answering on {host}:{port} and is not installed ({INSTALL_HINT})"
         )
     print(f"RabbitMQ is not answering on {host}:{port}; starting it", file=sys.stderr)
-    # The system's wrappers on purpose: this is the system node, run as the
-    # rabbitmq user with its own configuration.
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(["rabbitmq-server", "-detached"], timeout=60, check=False)  # noqa: S607
+        subprocess.run([server, "-detached"], timeout=60, check=False)  # noqa: S603
     deadline = time.monotonic() + timeout
     while not answers(host, port):
         if time.monotonic() > deadline:
             raise RabbitMQError(f"RabbitMQ did not come up on {host}:{port}")
         time.sleep(1)
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        subprocess.run(
-            ["rabbitmqctl", "await_startup"],  # noqa: S607
+        subprocess.run(  # noqa: S603
+            [ctl, "await_startup"],
             capture_output=True,
             timeout=timeout,
             check=False,
