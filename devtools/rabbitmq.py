@@ -86,7 +86,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, NoReturn
 
 #: Where Debian's package keeps the scripts that run as the calling user.
 PACKAGE_BIN = Path("/usr/lib/rabbitmq/bin")
@@ -275,8 +275,11 @@ def reserve_ports(start: int, exact: bool = False) -> PortReservation:
         reservation = _try_block(base)
         if reservation is not None:
             return reservation
-    where = f"{start}-{start + BLOCK_SIZE - 1}" if exact else f"from {start} to {limit}"
-    raise RabbitMQError(f"no free block of {BLOCK_SIZE} loopback ports {where}")
+    if exact:
+        ports = PortBlock(start).ports
+        why = "holds a port of the system node" if SYSTEM_PORTS.intersection(ports) else "is busy"
+        raise RabbitMQError(f"the block of ports {start}-{ports[-1]} {why}")
+    raise RabbitMQError(f"no free block of {BLOCK_SIZE} loopback ports from {start} to {limit}")
 
 
 # -- processes ---------------------------------------------------------------
@@ -292,6 +295,26 @@ def _stat(pid: int) -> tuple[str, str, int] | None:
     name = text[text.index("(") + 1 : text.rindex(")")]
     state, ppid = text[text.rindex(")") + 2 :].split()[:2]
     return name, state, int(ppid)
+
+
+def start_time(pid: int) -> int | None:
+    """When a process started (clock ticks since boot): with its pid, who it is."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 of stat; the fields after the command name start at field 3.
+    return int(text[text.rindex(")") + 2 :].split()[19])
+
+
+def snapshot(pids: Iterable[int]) -> dict[int, int | None]:
+    """The processes as they are now, to find them again later (not a new one with a reused pid)."""
+    return {pid: start_time(pid) for pid in pids}
+
+
+def still_there(processes: dict[int, int | None]) -> list[int]:
+    """The processes of a ``snapshot`` that have not exited."""
+    return [pid for pid, started in processes.items() if alive(pid) and start_time(pid) == started]
 
 
 def alive(pid: int) -> bool:
@@ -620,18 +643,22 @@ class Node:
 
     def kill(self) -> None:
         """SIGKILL ``beam.smp`` and the node's other processes; return once they have exited."""
+        # The whole family first: once the VM is dead its children
+        # (erl_child_setup, inet_gethost) leave its branch of the tree.
+        family = snapshot(self.pids())
         beam = self.beam_pid()
         if beam is not None:
             # First the VM itself, so that it dies as in a crash and not
             # because its script wrapper went away.
             kill_pids([beam])
-        self._finish(self.pids())
+        self._finish(family)
 
     def stop(self, timeout: float = 30.0) -> None:
         """Stop the node politely (``rabbitmqctl stop``), else by SIGTERM, else SIGKILL.
 
         Returns once every process of the node has exited.
         """
+        family = snapshot(self.pids())
         beam = self.beam_pid()
         if beam is not None:
             with contextlib.suppress(RabbitMQError):
@@ -645,10 +672,13 @@ class Node:
             # The server script exits once the VM has.
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._process.wait(timeout=5)
-        self._finish(self.pids())
+        # The VM's children exit with it; whatever has not is killed.
+        wait_exited(still_there(family), 5.0)
+        self._finish(family)
 
-    def _finish(self, pids: list[int]) -> None:
-        kill_pids(pids)
+    def _finish(self, family: dict[int, int | None]) -> None:
+        """Kill what is left of the node's processes and wait until all have exited."""
+        kill_pids({*still_there(family), *self.pids()})
         if self._process is not None:
             self._process.wait(timeout=30)
             self._process = None
@@ -921,11 +951,15 @@ def run_beside_node(
     command: Sequence[str],
     timeout: float = 60.0,
     announce: str | None = None,
+    or_without: bool = False,
 ) -> int:
     """Start ``node``, run ``command`` with BROKER_HOST/BROKER_PORT pointing at it,
     forward SIGINT and SIGTERM to the command, stop the node when it ends.
 
-    Returns the command's exit code (as a shell would report it).
+    ``announce`` is printed once the node is ready. When the node does not
+    start, RabbitMQError; with ``or_without``, one line saying so, and the
+    command runs anyway (with the environment it was given). Returns the
+    command's exit code (as a shell would report it).
     """
     child: subprocess.Popen | None = None
 
@@ -938,11 +972,25 @@ def run_beside_node(
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        node.start()
-        node.wait_ready(timeout)
-        if announce:
-            print(announce, file=sys.stderr, flush=True)
-        environment = {**os.environ, "BROKER_HOST": node.host, "BROKER_PORT": str(node.port)}
+        try:
+            node.start()
+            node.wait_ready(timeout)
+        except RabbitMQError as error:
+            if not or_without:
+                raise
+            node.stop()
+            print(
+                f"notifications: the private RabbitMQ node did not start "
+                f"({str(error).splitlines()[0]}; its logs are in {node.base_dir}); "
+                f"the daemon starts without it",
+                file=sys.stderr,
+                flush=True,
+            )
+            environment = dict(os.environ)
+        else:
+            if announce:
+                print(announce, file=sys.stderr, flush=True)
+            environment = {**os.environ, "BROKER_HOST": node.host, "BROKER_PORT": str(node.port)}
         # Its own process group: a Ctrl-C reaches it once, forwarded from here.
         child = subprocess.Popen(list(command), env=environment, process_group=0)  # noqa: S603
         return _exit_code(child.wait())
@@ -989,29 +1037,35 @@ def _configured_broker(config: str) -> tuple[str, int] | None:
     return broker.host, broker.port
 
 
+def _run_anyway(command: Sequence[str], why: str) -> NoReturn:
+    """Say in one line why the daemon runs without a broker, and become the daemon."""
+    print(
+        f'notifications: {why}; the daemon starts anyway and answers "queued" until a '
+        f"broker answers",
+        file=sys.stderr,
+        flush=True,
+    )
+    os.execvp(command[0], command)  # noqa: S606 - the daemon, as make run always ran it
+
+
 def _run_command(arguments: argparse.Namespace) -> int:
     command = arguments.command
     broker = _configured_broker(arguments.config)
     if broker is None or answers(*broker):
-        os.execvp(command[0], command)  # noqa: S606 - the daemon, as make run always ran it
+        # Exactly what make run did before: the daemon alone, in this process.
+        os.execvp(command[0], command)  # noqa: S606
     host, port = broker
     if not is_loopback(host):
-        print(
-            f"notifications: RabbitMQ is not answering on {host}:{port}; the daemon starts "
-            f'anyway and answers "queued" until it does',
-            file=sys.stderr,
-            flush=True,
-        )
-        os.execvp(command[0], command)  # noqa: S606
+        _run_anyway(command, f"RabbitMQ is not answering on {host}:{port}")
     if package_bin() is None:
-        print(
-            f"notifications: nothing answers on {host}:{port} and RabbitMQ is not installed "
-            f'({INSTALL_HINT}); the daemon starts anyway and answers "queued"',
-            file=sys.stderr,
-            flush=True,
+        _run_anyway(
+            command,
+            f"nothing answers on {host}:{port} and RabbitMQ is not installed ({INSTALL_HINT})",
         )
-        os.execvp(command[0], command)  # noqa: S606
-    reservation = reserve_ports(RUN_PORTS_FROM)
+    try:
+        reservation = reserve_ports(RUN_PORTS_FROM)
+    except RabbitMQError as error:
+        _run_anyway(command, f"nothing answers on {host}:{port} and {error}")
     block = reservation.block
     try:
         directory = Path(arguments.dir)
@@ -1028,7 +1082,7 @@ def _run_command(arguments: argparse.Namespace) -> int:
             f"notifications: nothing answers on {host}:{port}; the daemon uses a private "
             f"RabbitMQ node on {node.host}:{node.port} ({node.base_dir}), stopped with it"
         )
-        return run_beside_node(node, command, announce=announce)
+        return run_beside_node(node, command, announce=announce, or_without=True)
     finally:
         reservation.release()
 

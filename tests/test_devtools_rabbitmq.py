@@ -53,7 +53,7 @@ def test_reservations_take_free_blocks_below_the_ephemeral_range():
                 ports = reservation.block.ports
                 assert ports[-1] < ephemeral_low()
                 assert not SYSTEM_PORTS.intersection(ports)
-            with pytest.raises(RabbitMQError, match="no free block"):
+            with pytest.raises(RabbitMQError, match="is busy"):
                 reserve_ports(first.block.base, exact=True)
         finally:
             second.release()
@@ -84,7 +84,7 @@ def test_blocks_outside_the_allowed_range_are_refused():
     with pytest.raises(RabbitMQError, match="between 1024"):
         reserve_ports(80, exact=True)
     # 5600-5699 holds the system node's AMQP port: never taken.
-    with pytest.raises(RabbitMQError, match="no free block"):
+    with pytest.raises(RabbitMQError, match="holds a port of the system node"):
         reserve_ports(5600, exact=True)
 
 
