@@ -181,6 +181,32 @@ def test_without_rabbitmq_installed_make_run_says_what_to_install(tmp_path, clos
     assert not (tmp_path / "rabbitmq").exists()
 
 
+def test_when_the_private_node_fails_make_run_runs_the_daemon_anyway(
+    tmp_path, closed_broker_config
+):
+    # A RabbitMQ whose server script fails at once.
+    scripts = tmp_path / "broken-rabbitmq"
+    scripts.mkdir()
+    server = scripts / "rabbitmq-server"
+    server.write_text("#!/bin/sh\necho 'cannot boot: broken on purpose' >&2\nexit 1\n")
+    server.chmod(0o755)
+    rabbitmq_dir = tmp_path / "rabbitmq"
+    run = MakeRun(tmp_path, closed_broker_config, rabbitmq_dir, env={BIN_VARIABLE: str(scripts)})
+    try:
+        health = run.wait_health(connected=False, timeout=30)
+        assert health["status"] == "degraded"
+    finally:
+        run.interrupt(signal.SIGTERM)
+        run.wait()
+    lines = [line for line in run.output().splitlines() if "did not start" in line]
+    assert len(lines) == 1, run.output()[-3000:]
+    assert "exited with code 1" in lines[0]
+    assert str(rabbitmq_dir) in lines[0]
+    # The node's own output, kept for whoever wonders why.
+    [output] = rabbitmq_dir.glob("*/output.log")
+    assert "broken on purpose" in output.read_text()
+
+
 def test_with_a_broker_make_run_runs_the_daemon_as_before(tmp_path):
     directory = tmp_path / "etc"
     directory.mkdir()
