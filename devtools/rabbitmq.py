@@ -52,12 +52,16 @@ Command line (``python -m devtools.rabbitmq …``):
     ``BROKER_PORT`` added to its environment), forward SIGINT/SIGTERM to it,
     stop the node when it ends, and exit with its code.
 ``run --config FILE --dir DIR -- COMMAND…``
-    ``make run``: COMMAND as it is when the configured broker answers (or is
-    not on this machine); else beside a private node under DIR (the first
-    free block from 5673); else, without ``rabbitmq-server``, one line saying
-    what to install, then COMMAND anyway.
+    ``make run``: COMMAND as it is (``exec``) when the configured broker
+    answers, or is not on this machine; else beside a private node under DIR
+    (the first free block from 5673); else (no ``rabbitmq-server``, no free
+    ports, a node that does not boot) one line saying why, then COMMAND
+    anyway.
 ``ensure [--host H] [--port P] [--timeout S]``
     ``make test`` and ``.ci/run``: see ``ensure_system_broker``.
+
+``$NOTIFICATIONS_RABBITMQ_BIN`` points at another folder of the package's
+scripts (a folder without them counts as no RabbitMQ).
 
 Hand-written rather than with psutil: the Makefile and the CI script run
 this before any virtual environment exists, and what is needed of the
