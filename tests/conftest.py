@@ -340,3 +340,23 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def rabbit_cluster(tmp_path_factory):
+    """A 3-node RabbitMQ cluster of private nodes, started once for the session.
+
+    A ``devtools.rabbitmq.Cluster`` (its API blocks: call it through
+    ``deferToThread`` from a test running in the reactor). Every test that
+    uses it fails, never skips, when it cannot start; the message carries the
+    tail of the nodes' logs.
+    """
+    from devtools.rabbitmq import Cluster, RabbitMQError
+
+    cluster = Cluster(size=3, base_dir=tmp_path_factory.mktemp("rabbitmq"))
+    try:
+        cluster.start()
+    except RabbitMQError as error:
+        pytest.fail(str(error), pytrace=False)
+    yield cluster
+    cluster.stop_all()
