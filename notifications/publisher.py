@@ -113,6 +113,9 @@ class Publisher(BrokerEvents, service.Service):
 
     log = Logger()
 
+    #: Seconds of nothing but refusals (nacks) after which a new connection is made.
+    refusing_limit = 5.0
+
     def __init__(
         self, broker: BrokerConfig, reactor, retry_policy=None, endpoint=None, archive=None
     ):
@@ -133,6 +136,8 @@ class Publisher(BrokerEvents, service.Service):
         self.connections = 0
         #: The confirms awaited on the current channel.
         self.confirms = Confirms()
+        #: When the broker began refusing (nack) without accepting anything since.
+        self._refusing_since: float | None = None
         self._client_service: ClientService | None = None
         self._ready_waiters: list[defer.Deferred] = []
         #: Called (without arguments) each time a connection is ready.
@@ -205,6 +210,7 @@ class Publisher(BrokerEvents, service.Service):
             yield self.archive.declare(client)
         # A new channel numbers its messages from 1 again.
         self.confirms.fail_all(ConnectionLost("the broker connection was replaced"))
+        self._refusing_since = None
         self._encoder = PublishEncoder(
             channel.id, self.broker.exchange, client.MAX_LENGTH, message_properties("", 0)
         )
@@ -253,10 +259,28 @@ class Publisher(BrokerEvents, service.Service):
     # Confirms ---------------------------------------------------------------
 
     def broker_ack(self, message) -> None:
+        self._refusing_since = None
         self.confirms.ack(message.delivery_tag, message.multiple)
 
     def broker_nack(self, message) -> None:
         self.confirms.nack(message.delivery_tag, message.multiple)
+        now = self.reactor.seconds()
+        if self._refusing_since is None:
+            self._refusing_since = now
+        elif now - self._refusing_since >= self.refusing_limit and self.client is not None:
+            # RabbitMQ 3.10 can refuse every message of a channel for its whole
+            # life when the channel's first publication to a quorum queue fell
+            # in that queue's leader election (a node lost): a new connection
+            # (a new channel, maybe another node) is accepted at once.
+            self.log.warn(
+                "The broker at {node} has refused every notification for {seconds:.0f} s: "
+                "connecting again",
+                node=self.client.node,
+                seconds=now - self._refusing_since,
+            )
+            self._refusing_since = None
+            if self.client.transport is not None:
+                self.client.transport.loseConnection()
 
     def broker_return(self, message) -> None:
         # Published as mandatory, a notification no queue is bound for comes

@@ -272,6 +272,28 @@ class ConfirmTests(PublisherTestCase):
         self.successResultOf(confirms[3])
         self.assertEqual(self.publisher.status()["unconfirmed"], 0)
 
+    def test_a_broker_that_refuses_everything_for_long_gets_a_new_connection(self) -> None:
+        # RabbitMQ 3.10 may refuse every message of a channel after a quorum
+        # queue's leader election: past refusing_limit of nothing but nacks,
+        # the publisher drops the connection (the service makes a new one).
+        lost: list[bool] = []
+        transport = SimpleNamespace(loseConnection=lambda: lost.append(True))
+        self.publisher.client = SimpleNamespace(node="broker:5672", transport=transport)
+        self.publisher.channel = object()
+        for second in range(5):
+            self.publisher.broker_nack(Confirm(second + 1))
+            self.clock.advance(1)
+            if second == 2:
+                # An ack starts the count again.
+                self.publisher.broker_ack(Confirm(99))
+        self.assertEqual(lost, [])
+        self.clock.advance(2)
+        self.publisher.broker_nack(Confirm(7))
+        self.assertEqual(lost, [])  # 4 s of refusals since the ack
+        self.clock.advance(2)
+        self.publisher.broker_nack(Confirm(8))
+        self.assertEqual(lost, [True])
+
     def test_lost_connection_fails_every_pending_confirm(self) -> None:
         client = SimpleNamespace(node="broker:5672")
         self.publisher.client = client
