@@ -131,7 +131,17 @@ class PhabricatorGate(Gate):
     takes_form = True
     clients = ("projects",)
     #: The Herald webhook's HMAC key; the entry's ``secret`` is the Conduit API token.
-    credential_keys = frozenset({"hmac_key", "hmac_key_env", "hmac_key_file"})
+    #: And, while it is being rotated, its previous value (reference §7.8).
+    credential_keys = frozenset(
+        {
+            "hmac_key",
+            "hmac_key_env",
+            "hmac_key_file",
+            "previous_hmac_key",
+            "previous_hmac_key_file",
+            "previous_hmac_key_expires",
+        }
+    )
     needs_instance = True
     default_status = NOT_CACHED
     openapi = GateDescription(
