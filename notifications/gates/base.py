@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import orjson
 from twisted.internet.defer import Deferred
@@ -133,6 +133,21 @@ class GateDescription:
     report_gate: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class CheckCall:
+    """The call ``notifications door check`` posts to a door, as its sender would make it."""
+
+    body: bytes
+    #: Lowercased names.
+    headers: dict[str, str]
+    #: The AMQP message id the notification will have, when the call decides it.
+    message_id: str | None = None
+
+
+def json_body(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
 class Gate:
     """Base of the gates: what a gate is (class attributes), and the configuration.
 
@@ -168,6 +183,15 @@ class Gate:
     default_status: ClassVar[str] = ""
     #: How the OpenAPI document describes the gate.
     openapi: ClassVar[GateDescription]
+    #: Where its sender is set up: the first line of :meth:`sender_setup`.
+    sender: ClassVar[str] = ""
+    #: The key of a credentials entry that proves a call comes from the door's
+    #: sender: ``notifications door rotate`` renews it, the previous value
+    #: accepted for a while (reference §7.8).
+    door_key: ClassVar[str] = "secret"
+    #: Whether the center makes that key (``door add`` draws a random one);
+    #: else the sender makes it, and the operator gives it in a file.
+    makes_door_key: ClassVar[bool] = True
 
     def __init__(self, config: Config):
         self.config = config
@@ -191,6 +215,43 @@ class Gate:
         if service is not None and service.secret:
             return {"authorization": f"Bearer {service.secret}"}
         return {}
+
+    @classmethod
+    def sender_setup(cls, door: str, url: str, secret: str | None) -> list[str]:
+        """What to set on the sender's side for a door at ``url`` (``notifications door
+        add`` prints it). Here, for the gates whose callers do not sign: the door's
+        secret is a token, given as ``?token=`` or ``Authorization: Bearer``."""
+        lines = [cls.sender] if cls.sender else []
+        if not secret:
+            return [
+                *lines,
+                f"  URL:           {url}",
+                "  Content type:  application/json",
+                "This door has no secret: it accepts calls from anyone who knows its URL.",
+            ]
+        return [
+            *lines,
+            f"  URL:           {url}?token={quote(secret, safe='')}",
+            f"  (or the URL {url} with the header: Authorization: Bearer {secret})",
+            "  Content type:  application/json",
+        ]
+
+    @classmethod
+    def check_payload(cls, door: str, nonce: str) -> dict[str, Any]:
+        """A small valid payload of this gate, with ``nonce`` in it (``door check``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_call(cls, door: str, service: Service | None, nonce: str) -> CheckCall:
+        """The call ``notifications door check`` posts, as the sender would make it:
+        here :meth:`check_payload` with the door's token (:meth:`call_headers`)."""
+        body = json_body(cls.check_payload(door, nonce))
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "notifications-door-check",
+            **cls.call_headers(service, body, None),
+        }
+        return CheckCall(body, headers)
 
     def process(self, call: GateCall) -> Outcome | Deferred:
         raise NotImplementedError

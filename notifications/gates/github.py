@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 import uuid
 from functools import partial
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from ..report import NOTIFY_NEW_COMMITS, TRIGGER_BUILD
 from .base import (
     NOT_FOUND,
     UNAUTHORIZED,
+    CheckCall,
     Gate,
     GateCall,
     GateDescription,
@@ -26,6 +28,7 @@ from .base import (
     Publication,
     SideAction,
     bad_request,
+    json_body,
     parse_form,
     parse_json_object,
 )
@@ -41,6 +44,24 @@ DELIVERY_HEADER = "X-GitHub-Delivery"
 #: message id.
 _DELIVERY = re.compile(r"[\x21-\x7e]{1,200}")
 _EVENT = re.compile(r"[a-z0-9_]{1,100}")
+
+#: GitHub's zen aphorisms: a ping carries one.
+ZEN = (
+    "Anything added dilutes everything else.",
+    "Approachable is better than simple.",
+    "Avoid administrative distraction.",
+    "Design for failure.",
+    "Encourage flow.",
+    "Favor focus over features.",
+    "Half measures are as bad as nothing at all.",
+    "It's not fully shipped until it's fast.",
+    "Keep it logically awesome.",
+    "Mind your words, they are important.",
+    "Non-blocking is better than blocking.",
+    "Practicality beats purity.",
+    "Responsive is better than fast.",
+    "Speak like a human.",
+)
 
 #: The signature headers, strongest first: (header, prefix, digest).
 SIGNATURES = (
@@ -154,7 +175,56 @@ class GitHubGate(Gate):
         not_found=(NOT_FOUND,),
         duplicates=True,
     )
+    sender = "On GitHub, the organization's (or repository's) Settings → Webhooks → Add webhook:"
     log = Logger()
+
+    @classmethod
+    def sender_setup(cls, door: str, url: str, secret: str | None) -> list[str]:
+        return [
+            cls.sender,
+            f"  Payload URL:       {url}",
+            "  Content type:      application/json",
+            f"  Secret:            {secret or '(none: set one, the door refuses unsigned calls)'}",
+            "  SSL verification:  Enable",
+            "  Which events:      Send me everything.",
+            "  Active:            checked",
+            "GitHub then sends a ping: its Recent Deliveries must show it answered 200.",
+        ]
+
+    @classmethod
+    def check_call(cls, door: str, service: Service | None, nonce: str) -> CheckCall:
+        """A ``ping`` as GitHub sends it when an organization's webhook is made: its
+        headers, a fresh delivery id, both signatures (sha256 and sha1)."""
+        hook_id = int(nonce[:8], 16)
+        payload = {
+            "zen": secrets.choice(ZEN),
+            "hook_id": hook_id,
+            "hook": {
+                "type": "Organization",
+                "id": hook_id,
+                "name": "web",
+                "active": True,
+                "events": ["*"],
+                "config": {"content_type": "json", "insecure_ssl": "0"},
+            },
+            "organization": {"login": door, "description": f"door check {nonce}"},
+            "sender": {"login": "notifications-door-check", "type": "User"},
+        }
+        body = json_body(payload)
+        delivery = str(uuid.uuid4())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "GitHub-Hookshot/notifications-door-check",
+            EVENT_HEADER.lower(): "ping",
+            DELIVERY_HEADER.lower(): delivery,
+            "x-github-hook-id": str(hook_id),
+            "x-github-hook-installation-target-type": "organization",
+            "x-github-hook-installation-target-id": str(hook_id),
+        }
+        if service is not None and service.secret:
+            for header, prefix, digest in SIGNATURES:
+                headers[header.lower()] = signature(service.secret, body, prefix, digest)
+        return CheckCall(body, headers, message_id=delivery)
 
     def __init__(self, config, conduits=None, dockerhub=None):
         super().__init__(config)

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from twisted.internet import defer
 
@@ -21,6 +23,7 @@ from ..notification import Notification
 from ..renderers import UnreadablePayload, phabricator
 from .base import (
     UNAUTHORIZED,
+    CheckCall,
     Gate,
     GateCall,
     GateDescription,
@@ -168,6 +171,43 @@ class PhabricatorGate(Gate):
         ),
         not_found=(UNKNOWN_INSTANCE,),
     )
+    sender = "On Phabricator, as an administrator:"
+    #: Herald signs with the webhook's HMAC key, which Phabricator makes; the
+    #: entry's ``secret`` is the Conduit API token, which the center sends.
+    door_key = "hmac_key"
+    makes_door_key = False
+
+    @classmethod
+    def sender_setup(cls, door: str, url: str, secret: str | None) -> list[str]:
+        return [
+            cls.sender,
+            "  Feed stories: add the URL to feed.http-hooks, keeping those already listed:",
+            f"    bin/config set feed.http-hooks '[\"{url}\"]'",
+            "  Herald webhooks: Webhooks → Create Webhook:",
+            f"    URI:     {url}",
+            "    Status:  Enabled",
+            "  then give its HMAC key (View HMAC Key) to the center in a file:",
+            f"    notifications door rotate Phabricator {door} --hmac-key-file FILE",
+        ]
+
+    @classmethod
+    def check_call(cls, door: str, service: Service | None, nonce: str) -> CheckCall:
+        """A feed story with no object, as ``feed.http-hooks`` posts it: type ``VOID``,
+        and no Conduit call (there is no object to ask about)."""
+        body = urlencode(
+            {
+                "storyID": "0",
+                "storyType": "PhabricatorApplicationTransactionFeedStory",
+                "storyAuthorPHID": "PHID-USER-notificationsdoorcheck",
+                "storyText": f"door check of Phabricator/{door} ({nonce})",
+                "epoch": str(int(time.time())),
+            }
+        ).encode()
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "user-agent": "notifications-door-check",
+        }
+        return CheckCall(body, headers)
 
     def __init__(self, config, projects=None):
         super().__init__(config)
