@@ -397,9 +397,11 @@ def parse_services(
         keys = _SERVICE_KEYS | (gate.credential_keys if gate is not None else set())
         unknown = sorted(set(entry) - keys)
         if unknown:
+            # The keys of a rotation are named only for a key that looks like one.
+            rotating = unknown[0].startswith("prev")
+            expected = sorted(key for key in keys if rotating or not key.startswith("previous_"))
             raise ConfigError(
-                path,
-                f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(keys))})",
+                path, f"{where}: unknown key {unknown[0]!r} (expected {', '.join(expected)})"
             )
         for key in ("gate", "door"):
             if not isinstance(entry.get(key), str) or not entry[key]:
