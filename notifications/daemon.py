@@ -30,7 +30,7 @@ from twisted.logger import Logger
 
 from .clients import Clients, ClientsService, make_clients
 from .clients.projects import projects_map_status
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, describe_previous_secrets, load_config
 from .daemonfiles import DaemonFiles
 from .delivery import DeliveryService, make_delivery
 from .gates import make_gates
@@ -149,9 +149,18 @@ class ConfigurationReloader(service.Service):
                 "The new configuration changes {names}: that takes a restart",
                 names=", ".join(later),
             )
+        log_previous_secrets(self.log, config, self.reactor.seconds())
         if self.reported is not None:
             self.reported(True, None, len(config.services))
         return config
+
+
+def log_previous_secrets(logger: Logger, config: Config, now: float) -> None:
+    """Say which previous secrets of a rotation are still accepted, and until when,
+    and which have expired (reference §7.8)."""
+    phrases = describe_previous_secrets(config.services, now)
+    if phrases:
+        logger.info("Secrets being rotated: {previous}", previous="; ".join(phrases))
 
 
 def freeze_startup_objects() -> None:
@@ -210,9 +219,10 @@ def build_daemon(
             gate=gate,
         )
 
+    log_previous_secrets(log, config, reactor.seconds())
     clients = make_clients(config, reactor)
     ClientsService(clients).setServiceParent(top)
-    gates = make_gates(config, **clients.gate_collaborators())
+    gates = make_gates(config, clock=reactor, **clients.gate_collaborators())
     app = WebApp(
         config,
         delivery.dispatcher,

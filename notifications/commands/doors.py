@@ -309,7 +309,9 @@ def read_document(credentials: Path) -> dict[str, Any]:
     try:
         document = json.loads(Snapshot.of(credentials).data.decode("utf-8"))
         check_document(document, credentials)
-    except (UnicodeDecodeError, ValueError) as problem:
+    except UnicodeDecodeError:
+        raise CommandError(f"{credentials}: not UTF-8", EXIT_USAGE) from None
+    except ValueError as problem:
         raise CommandError(f"{credentials}: invalid JSON: {problem}", EXIT_USAGE) from None
     except CredentialsError as problem:
         raise CommandError(str(problem), EXIT_USAGE) from None

@@ -16,8 +16,9 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import parse_qsl, quote
@@ -193,8 +194,14 @@ class Gate:
     #: else the sender makes it, and the operator gives it in a file.
     makes_door_key: ClassVar[bool] = True
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, clock=None):
         self.config = config
+        #: The reactor's clock (``seconds()``), which says whether a previous
+        #: secret is still accepted; without one (a command), the wall clock.
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else time.time()
 
     @classmethod
     def accepts(cls, content_type: str) -> bool:
@@ -268,8 +275,18 @@ class Gate:
         authorization = call.header("authorization") or ""
         if given is None and authorization[:7].lower() == "bearer ":
             given = authorization[7:].strip()
-        if given is None or not hmac.compare_digest(given.encode(), service.secret.encode()):
+        accepted = (secret.encode() for secret in service.secrets(self.now()))
+        if given is None or not matches_any(given.encode(), accepted):
             raise GateError(403, UNAUTHORIZED, "missing or wrong door token")
+
+
+def matches_any(given: bytes, accepted: Iterable[bytes]) -> bool:
+    """Whether ``given`` is one of ``accepted`` (a secret and its previous one),
+    each compared in constant time, all of them compared."""
+    found = False
+    for value in accepted:
+        found |= hmac.compare_digest(given, value)
+    return found
 
 
 #: orjson keeps integers in [-2**63, 2**64) exact and reads larger ones as floats.

@@ -7,6 +7,7 @@ import hmac
 import re
 import secrets
 import uuid
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -29,6 +30,7 @@ from .base import (
     SideAction,
     bad_request,
     json_body,
+    matches_any,
     parse_form,
     parse_json_object,
 )
@@ -75,16 +77,19 @@ def signature(secret: str, body: bytes, prefix: str, digest) -> str:
     return prefix + hmac.new(secret.encode(), body, digest).hexdigest()
 
 
-def signature_matches(call: GateCall, secret: str) -> bool:
-    """Check ``X-Hub-Signature-256`` (preferred) or ``X-Hub-Signature`` over the raw body."""
+def signature_matches(call: GateCall, secrets: str | Sequence[str]) -> bool:
+    """Check ``X-Hub-Signature-256`` (preferred) or ``X-Hub-Signature`` over the raw body,
+    made with the secret, or one of ``secrets`` (a secret and its previous one)."""
+    if isinstance(secrets, str):
+        secrets = (secrets,)
     for header, prefix, digest in SIGNATURES:
         given = call.header(header)
         if given is None:
             continue
-        expected = signature(secret, call.body, prefix, digest)
+        expected = (signature(secret, call.body, prefix, digest).encode() for secret in secrets)
         # The strongest header present is the only one checked: a good sha1
         # must not rescue a wrong sha256.
-        return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
+        return matches_any(given.strip().lower().encode(), expected)
     return False
 
 
@@ -226,8 +231,8 @@ class GitHubGate(Gate):
                 headers[header.lower()] = signature(service.secret, body, prefix, digest)
         return CheckCall(body, headers, message_id=delivery)
 
-    def __init__(self, config, conduits=None, dockerhub=None):
-        super().__init__(config)
+    def __init__(self, config, conduits=None, dockerhub=None, clock=None):
+        super().__init__(config, clock)
         #: ``notify_new_commits(service, clone_url)``: Phabricator fetches at once.
         self.conduits = conduits
         #: ``trigger_build(image, token)``: Docker Hub builds the image.
@@ -245,7 +250,7 @@ class GitHubGate(Gate):
     def authenticate(self, call: GateCall) -> None:
         service = self.config.service(self.name, call.door)
         if service is not None and service.secret:
-            if not signature_matches(call, service.secret):
+            if not signature_matches(call, service.secrets(self.now())):
                 raise GateError(403, UNAUTHORIZED, "missing or wrong signature")
             return
         if self.name in self.config.allow_unsigned:

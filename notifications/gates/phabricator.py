@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
@@ -31,6 +32,7 @@ from .base import (
     Outcome,
     Publication,
     bad_request,
+    matches_any,
     parse_form,
 )
 from .base import parse_json_object as parse_json
@@ -52,13 +54,16 @@ def herald_signature(key: str, body: bytes) -> str:
     return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
-def herald_signature_matches(call: GateCall, key: str) -> bool:
-    """Whether the call carries the hex HMAC-SHA256 of its raw body with ``key``."""
+def herald_signature_matches(call: GateCall, keys: str | Sequence[str]) -> bool:
+    """Whether the call carries the hex HMAC-SHA256 of its raw body with the key, or
+    with one of ``keys`` (a key and its previous one)."""
     given = call.header(SIGNATURE_HEADER)
     if given is None:
         return False
-    expected = herald_signature(key, call.body)
-    return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
+    if isinstance(keys, str):
+        keys = (keys,)
+    expected = (herald_signature(key, call.body).encode() for key in keys)
+    return matches_any(given.strip().lower().encode(), expected)
 
 
 # How the OpenAPI document describes a call: a feed story (a form, or JSON) or a
@@ -209,8 +214,8 @@ class PhabricatorGate(Gate):
         }
         return CheckCall(body, headers)
 
-    def __init__(self, config, projects=None):
-        super().__init__(config)
+    def __init__(self, config, projects=None, clock=None):
+        super().__init__(config, clock)
         #: Finds the projects of a story's object (and names a Herald webhook's
         #: object) through Conduit; None: no Conduit call.
         self.projects = projects
@@ -293,7 +298,7 @@ class PhabricatorGate(Gate):
         """The door's HMAC key signs Herald webhooks; a door without one takes
         them only when ``allow_unsigned`` lists Phabricator."""
         if service.hmac_key:
-            if not herald_signature_matches(call, service.hmac_key):
+            if not herald_signature_matches(call, service.hmac_keys(self.now())):
                 raise GateError(403, UNAUTHORIZED, "missing or wrong Herald webhook signature")
             return
         if self.name not in self.config.allow_unsigned:

@@ -112,8 +112,8 @@ class DockerHubGate(Gate):
             },
         }
 
-    def __init__(self, config, mailgun=None):
-        super().__init__(config)
+    def __init__(self, config, mailgun=None, clock=None):
+        super().__init__(config, clock)
         #: Fetches Mailgun stored messages; without it build failures are refused.
         self.mailgun = mailgun
 
