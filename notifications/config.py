@@ -8,6 +8,7 @@ every ``repr`` so that they cannot reach a log by accident.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -226,8 +227,9 @@ def parse_expiry(text: str) -> float:
 
 
 def format_expiry(seconds: float) -> str:
-    """Unix time as the credentials file writes an expiry: ``2026-12-08T10:00:00Z``."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """Unix time as the credentials file writes an expiry: ``2026-12-08T10:00:00Z``,
+    rounded up to the second (a grace period is never shorter than asked)."""
+    return datetime.fromtimestamp(math.ceil(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def describe_previous_secrets(services: tuple[Service, ...], now: float) -> list[str]:

@@ -191,7 +191,8 @@ class PhabricatorGate(Gate):
             "  Herald webhooks: Webhooks → Create Webhook:",
             f"    URI:     {url}",
             "    Status:  Enabled",
-            "  then give its HMAC key (View HMAC Key) to the center in a file:",
+            "  then give its HMAC key (View HMAC Key) to the center in a file (unless "
+            "door add had it):",
             f"    notifications door rotate Phabricator {door} --hmac-key-file FILE",
         ]
 
