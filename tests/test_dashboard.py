@@ -91,6 +91,8 @@ async def test_status_json(daemon_factory):
         "broker",
         "outbox",
         "recent",
+        "doors",
+        "undeclaredDoors",
     }
     assert status["version"] == __version__
     assert abs(status["now"] - time.time()) < 5

@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, quote
 import orjson
 from twisted.internet.defer import Deferred
 
+from .. import refusals
 from ..jsonutil import NonFiniteFloat
 from ..notification import Notification
 
@@ -43,17 +44,20 @@ MAX_JSON_DEPTH = 64
 
 
 class GateError(Exception):
-    """A refused call: the status code, the public message, and the reason for the log."""
+    """A refused call: the status code, the public message, the reason for the log
+    (the answer's second line), and the reason's code among
+    :data:`notifications.refusals.REASONS` (counted per door and in the metrics)."""
 
-    def __init__(self, status: int, message: str, reason: str = ""):
+    def __init__(self, status: int, message: str, reason: str = "", code: str | None = None):
         super().__init__(f"{status} {message} {reason}".strip())
         self.status = status
         self.message = message
         self.reason = reason
+        self.code = code
 
 
-def bad_request(reason: str) -> GateError:
-    return GateError(400, BAD_REQUEST, reason)
+def bad_request(reason: str, code: str = refusals.BAD_PAYLOAD) -> GateError:
+    return GateError(400, BAD_REQUEST, reason, code)
 
 
 @dataclass(frozen=True)
@@ -276,8 +280,14 @@ class Gate:
         if given is None and authorization[:7].lower() == "bearer ":
             given = authorization[7:].strip()
         accepted = (secret.encode() for secret in service.secrets(self.now()))
-        if given is None or not matches_any(given.encode(), accepted):
-            raise GateError(403, UNAUTHORIZED, "missing or wrong door token")
+        if given is None:
+            raise GateError(
+                403, UNAUTHORIZED, "missing or wrong door token", refusals.MISSING_SIGNATURE
+            )
+        if not matches_any(given.encode(), accepted):
+            raise GateError(
+                403, UNAUTHORIZED, "missing or wrong door token", refusals.SIGNATURE_MISMATCH
+            )
 
 
 def matches_any(given: bytes, accepted: Iterable[bytes]) -> bool:
@@ -306,7 +316,9 @@ def _depth_checked(container: dict | list, depth: int, from_orjson: bool) -> Non
         kind = type(child)
         if kind is dict or kind is list:
             if depth == MAX_JSON_DEPTH:
-                raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+                raise bad_request(
+                    f"JSON nested deeper than {MAX_JSON_DEPTH} levels", refusals.BAD_JSON
+                )
             _depth_checked(child, depth + 1, from_orjson)
         elif kind is float and from_orjson and not -_INT64_BOUND < child < _INT64_BOUND:
             raise _ReadAsFloat
@@ -353,19 +365,23 @@ def _parse_with_stdlib(raw: bytes | str) -> dict[str, Any]:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value = json.loads(text, parse_float=_read_float, parse_constant=_read_constant)
     except UnicodeDecodeError:
-        raise bad_request("body is not valid UTF-8") from None
+        raise bad_request("body is not valid UTF-8", refusals.BAD_JSON) from None
     except RecursionError:
-        raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise bad_request(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels", refusals.BAD_JSON
+        ) from None
     except ValueError as error:
-        raise bad_request(f"body is not valid JSON ({error.args[0].split(':')[0]})") from None
+        raise bad_request(
+            f"body is not valid JSON ({error.args[0].split(':')[0]})", refusals.BAD_JSON
+        ) from None
     if not isinstance(value, dict):
-        raise bad_request("body is not a JSON object")
+        raise bad_request("body is not a JSON object", refusals.BAD_JSON)
     if "\\ud" in text or "\\uD" in text:
         # An escaped lone surrogate parses, but no UTF-8 message can carry it.
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise bad_request("body has an unpaired surrogate escape") from None
+            raise bad_request("body has an unpaired surrogate escape", refusals.BAD_JSON) from None
     _depth_checked(value, 1, False)
     return value
 
@@ -375,4 +391,4 @@ def parse_form(raw: bytes) -> list[tuple[str, str]]:
     try:
         return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise bad_request("form body is not valid UTF-8") from None
+        raise bad_request("form body is not valid UTF-8", refusals.BAD_JSON) from None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
+from .. import refusals
 from ..notification import Notification
 from ..renderers import github as render
 from ..renderers import text_at
@@ -251,13 +252,20 @@ class GitHubGate(Gate):
         service = self.config.service(self.name, call.door)
         if service is not None and service.secret:
             if not signature_matches(call, service.secrets(self.now())):
-                raise GateError(403, UNAUTHORIZED, "missing or wrong signature")
+                signed = any(call.header(header) is not None for header, _, _ in SIGNATURES)
+                code = refusals.SIGNATURE_MISMATCH if signed else refusals.MISSING_SIGNATURE
+                raise GateError(403, UNAUTHORIZED, "missing or wrong signature", code)
             return
         if self.name in self.config.allow_unsigned:
             return
         if service is None:
-            raise GateError(404, NOT_FOUND, "unknown door")
-        raise GateError(403, UNAUTHORIZED, "door has no secret and unsigned calls are not allowed")
+            raise GateError(404, NOT_FOUND, "unknown door", refusals.UNKNOWN_DOOR)
+        raise GateError(
+            403,
+            UNAUTHORIZED,
+            "door has no secret and unsigned calls are not allowed",
+            refusals.UNPROTECTED_DOOR,
+        )
 
     def payload(self, call: GateCall) -> dict:
         if call.content_type == "application/x-www-form-urlencoded":
@@ -272,15 +280,15 @@ class GitHubGate(Gate):
         event = call.header(EVENT_HEADER)
         delivery = call.header(DELIVERY_HEADER)
         if not event:
-            raise bad_request(f"missing {EVENT_HEADER} header")
+            raise bad_request(f"missing {EVENT_HEADER} header", refusals.MISSING_HEADER)
         if not delivery:
-            raise bad_request(f"missing {DELIVERY_HEADER} header")
+            raise bad_request(f"missing {DELIVERY_HEADER} header", refusals.MISSING_HEADER)
         event = event.strip()
         delivery = delivery.strip()
         if not _EVENT.fullmatch(event):
-            raise bad_request(f"{EVENT_HEADER} is not an event name")
+            raise bad_request(f"{EVENT_HEADER} is not an event name", refusals.BAD_HEADER)
         if not _DELIVERY.fullmatch(delivery):
-            raise bad_request(f"{DELIVERY_HEADER} is not a delivery id")
+            raise bad_request(f"{DELIVERY_HEADER} is not a delivery id", refusals.BAD_HEADER)
         payload = self.payload(call)
 
         outcome = Outcome(gate=self.name, event=event, delivery=delivery)

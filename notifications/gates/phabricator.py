@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from twisted.internet import defer
 
+from .. import refusals
 from ..notification import Notification
 from ..renderers import UnreadablePayload, phabricator
 from .base import (
@@ -265,7 +266,9 @@ class PhabricatorGate(Gate):
     def process(self, call: GateCall):
         service = self.config.service(self.name, call.door)
         if service is None:
-            raise GateError(404, UNKNOWN_INSTANCE, "no such Phabricator door")
+            raise GateError(
+                404, UNKNOWN_INSTANCE, "no such Phabricator door", refusals.UNKNOWN_DOOR
+            )
         if call.header(SIGNATURE_HEADER) is not None:
             # Signed: a Herald webhook, whatever the body; signature first.
             self.authenticate_herald(call, service)
@@ -300,11 +303,18 @@ class PhabricatorGate(Gate):
         them only when ``allow_unsigned`` lists Phabricator."""
         if service.hmac_key:
             if not herald_signature_matches(call, service.hmac_keys(self.now())):
-                raise GateError(403, UNAUTHORIZED, "missing or wrong Herald webhook signature")
+                signed = call.header(SIGNATURE_HEADER) is not None
+                code = refusals.SIGNATURE_MISMATCH if signed else refusals.MISSING_SIGNATURE
+                raise GateError(
+                    403, UNAUTHORIZED, "missing or wrong Herald webhook signature", code
+                )
             return
         if self.name not in self.config.allow_unsigned:
             raise GateError(
-                403, UNAUTHORIZED, "door has no hmac_key and unsigned calls are not allowed"
+                403,
+                UNAUTHORIZED,
+                "door has no hmac_key and unsigned calls are not allowed",
+                refusals.UNPROTECTED_DOOR,
             )
 
     def herald(self, call: GateCall, service: Service, data: dict):

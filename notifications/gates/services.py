@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from .. import refusals
 from ..notification import Notification
 from ..renderers import dig, dockerhub, jenkins
 from ..report import MAILGUN
@@ -151,7 +152,9 @@ class DockerHubGate(Gate):
         calls, calls again later.
         """
         if self.mailgun is None:
-            raise bad_request("build failure notifications need a Mailgun key")
+            raise bad_request(
+                "build failure notifications need a Mailgun key", refusals.NOT_CONFIGURED
+            )
         url = dig(payload, "storage", "url", default=None)
         reason = self.mailgun.refusal(url)
         if reason is not None:
