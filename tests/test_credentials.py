@@ -711,3 +711,25 @@ def test_the_previous_secret_works_until_its_expiry_without_a_reload(tmp_path):
     for name, (gate, make) in calls.items():
         assert outcome_status(gate, make(NEW)) == 200, name
         assert outcome_status(gate, make(OLD)) == 403, name
+
+
+@pytest.mark.parametrize(
+    ("value", "result"),
+    [
+        ("https://n.acme.test/", "https://n.acme.test"),
+        ("http://127.0.0.1:8080/center", "http://127.0.0.1:8080/center"),
+        ("ftp://n.acme.test", None),
+        ("https://n.acme.test/?x=1", None),
+        ("n.acme.test", None),
+    ],
+)
+def test_public_url(tmp_path, value, result):
+    make_config(tmp_path, test_broker())
+    toml = tmp_path / "notifications.toml"
+    toml.write_text(toml.read_text().replace("[gate]\n", f'[gate]\npublic_url = "{value}"\n'))
+    if result is None:
+        with pytest.raises(ConfigError) as caught:
+            load_config(toml)
+        assert "[gate] public_url: " in str(caught.value)
+    else:
+        assert load_config(toml).public_url == result
