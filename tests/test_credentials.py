@@ -21,7 +21,14 @@ import pytest
 from twisted.internet.task import Clock
 
 from notifications.cli import main
-from notifications.config import load_config, load_services, parse_expiry
+from notifications.commands.doors import diagnose
+from notifications.config import (
+    Service,
+    describe_previous_secrets,
+    load_config,
+    load_services,
+    parse_expiry,
+)
 from notifications.credentials import CredentialsFile, check_door_name, format_credentials
 from notifications.errors import ConfigError
 from notifications.gates import GateCall, GateError, make_gates
@@ -124,7 +131,8 @@ def test_door_add_prints_the_public_url_and_each_gates_own_rules(tmp_path, capsy
     assert code == 0
     secret = json.loads((tmp_path / "credentials.json").read_text())["services"][-1]["secret"]
     assert f"  URL:           https://n.acme.test/gate/Jenkins/Build?token={secret}" in out
-    assert f"Authorization: Bearer {secret}" in out
+    assert "the header Authorization: Bearer <token>" in out
+    assert out.count(secret) == 1
 
     code, out, _ = run(
         capsys, tmp_path, "door", "add", "Notification", "Ops Ünï", "--public-url", "http://x.test"
@@ -151,7 +159,7 @@ def test_door_add_with_a_secret_file(tmp_path, capsys):
     assert re.fullmatch(r"[0-9a-f]{64}\n", secret)
     assert stat.S_IMODE((secrets / "hub").stat().st_mode) == 0o600
     assert secret.strip() not in credentials.read_text()
-    assert out.count(secret.strip()) == 2  # the URL with its token, and the header
+    assert out.count(secret.strip()) == 1  # shown once, in the URL
     assert load_config(tmp_path / "notifications.toml").service("DockerHub", "Acme").secret == (
         secret.strip()
     )
@@ -733,3 +741,55 @@ def test_public_url(tmp_path, value, result):
         assert "[gate] public_url: " in str(caught.value)
     else:
         assert load_config(toml).public_url == result
+
+
+def test_the_logs_say_which_previous_secrets_are_accepted():
+    services = (
+        Service("GitHub", "Acme", secret=NEW, previous_secret=OLD, previous_secret_expires=EXPIRY),
+        Service(
+            "Phabricator",
+            "Acme",
+            instance="https://p.test",
+            hmac_key=NEW,
+            previous_hmac_key=OLD,
+            previous_hmac_key_expires=EXPIRY - 7200,
+        ),
+        Service("Jenkins", "Acme", secret=NEW),
+    )
+    assert describe_previous_secrets(services, EXPIRY - 3600) == [
+        f"GitHub/Acme previous secret accepted until {EXPIRES}",
+        "Phabricator/Acme previous hmac_key expired at 2029-12-31T22:00:00Z",
+    ]
+    assert OLD not in repr(services) and NEW not in repr(services)
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "said"),
+    [
+        (
+            400,
+            b"Bad request.\nservice must be a non-empty string\n",
+            "400: the daemon found the call invalid: service must be a non-empty string",
+        ),
+        (
+            503,
+            b"Too many calls in progress, retry later.\n",
+            "503: the daemon is not taking calls now: Too many calls in progress, retry later.",
+        ),
+        (
+            404,
+            b"<html>No Such Resource</html>",
+            "404: no gate at this URL: is it the daemon's public port, and its Gate feature on?",
+        ),
+        (500, b"Internal error.\n", "500: the daemon failed on the call: see its log"),
+        (
+            403,
+            b"Unauthorized action.\nmissing or wrong door token\n",
+            "403: the daemon's "
+            "Notification door Acme requires a secret that the credentials file does not give it",
+        ),
+    ],
+)
+def test_door_check_diagnoses(tmp_path, status, body, said):
+    config = make_config(tmp_path, test_broker())
+    assert diagnose(config, "Notification", "Acme", None, status, body).startswith(said)

@@ -23,8 +23,8 @@ from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
 from notifications.config import parse_expiry
-from tests.conftest import make_config
-from tests.helpers import signed_github_request
+from tests.conftest import bind_consumer, close_consumer, make_config, test_broker
+from tests.helpers import closed_port, signed_github_request
 from tests.processes import start_twistd
 from tests.test_cli import cli_environment
 
@@ -271,3 +271,61 @@ async def test_door_check_of_a_door_the_daemon_has_not_read(tmp_path, broker, co
         assert f"reload it (kill -HUP {daemon.pid})" in err
     finally:
         await stopped(daemon)
+
+
+@pytest_twisted.ensureDeferred
+async def test_door_check_when_the_notification_never_reaches_the_exchange(
+    tmp_path, broker, consumer
+):
+    """The daemon answers 200, but publishes elsewhere (another exchange) or not yet
+    (no broker): the command, on its own configuration, says so."""
+    services = [{"gate": "Notification", "door": "Acme", "secret": "token-1"}]
+    daemon_dir, command_dir = tmp_path / "daemon", tmp_path / "command"
+    daemon_dir.mkdir()
+    command_dir.mkdir()
+    make_config(daemon_dir, broker, services=services)
+    elsewhere = test_broker()
+    other = await bind_consumer(elsewhere)  # declares the command's exchange
+    make_config(command_dir, elsewhere, services=services)
+    daemon = await started(daemon_dir)
+    try:
+        code, out, err = await door(
+            command_dir, "check", "Notification", "Acme", "--url", daemon.url, "--timeout", "2"
+        )
+        assert code == 1, out
+        assert out == f"{daemon.url}/gate/Notification/Acme answered 200, published.\n"
+        assert err == (
+            "notifications: the daemon accepted the call but its notification "
+            "(acme.check.notifications.door.check) was not seen on the exchange "
+            f"{elsewhere.exchange} at {elsewhere.describe()} within 2 s: does the daemon "
+            "publish on another broker or exchange than this configuration's?\n"
+        )
+        assert len(await consumer.drain()) == 1  # it went to the daemon's exchange
+    finally:
+        await stopped(daemon)
+        await close_consumer(other, elsewhere)
+
+
+@pytest_twisted.ensureDeferred
+async def test_door_check_of_a_daemon_without_its_broker(tmp_path, broker, consumer):
+    services = [{"gate": "Jenkins", "door": "Acme"}]
+    daemon_dir, command_dir = tmp_path / "daemon", tmp_path / "command"
+    daemon_dir.mkdir()
+    command_dir.mkdir()
+    make_config(
+        daemon_dir, test_broker(exchange=broker.exchange, port=closed_port()), services=services
+    )
+    make_config(command_dir, broker, services=services)
+    daemon = await started(daemon_dir)
+    try:
+        code, out, err = await door(
+            command_dir, "check", "Jenkins", "Acme", "--url", daemon.url, "--timeout", "2"
+        )
+        assert code == 1
+        assert out == f"{daemon.url}/gate/Jenkins/Acme answered 200, queued.\n"
+        assert err.endswith(
+            "within 2 s: the daemon answered queued, it is not connected to the broker "
+            "(see /health)\n"
+        ), err
+    finally:
+        await threads.deferToThread(daemon.stop)

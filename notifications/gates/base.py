@@ -243,8 +243,8 @@ class Gate:
         return [
             *lines,
             f"  URL:           {url}?token={quote(secret, safe='')}",
-            f"  (or the URL {url} with the header: Authorization: Bearer {secret})",
             "  Content type:  application/json",
+            "(Or the URL without ?token= and the header Authorization: Bearer <token>.)",
         ]
 
     @classmethod
