@@ -154,7 +154,7 @@ def read_secret(path: Path) -> str:
 def credentials_of(locations: Locations) -> Path:
     if locations.credentials is None:
         raise CommandError(
-            f"{locations.path}: [gate] credentials names no credentials file", EXIT_USAGE
+            f"{locations.path} names no credentials file ([gate] credentials)", EXIT_USAGE
         )
     if not locations.credentials.exists():
         raise CommandError(
