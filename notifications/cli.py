@@ -29,6 +29,7 @@ from .amqp.connection import BrokerEvents
 from .clients import Clients, make_clients
 from .clients.http import RemoteServiceError
 from .clients.projects import cache_path, projects_map_status
+from .commands import doors as door_commands
 from .commands import history as history_commands
 from .commands import outbox as outbox_commands
 from .commands import tail as tail_commands
@@ -460,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     tail_commands.add_commands(commands)
     history_commands.add_commands(commands)
     outbox_commands.add_commands(commands)
+    door_commands.add_commands(commands)
 
     send = commands.add_parser("send", help="publish a custom notification")
     send.add_argument("--service", required=True, help="the source service")

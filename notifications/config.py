@@ -8,11 +8,13 @@ every ``repr`` so that they cannot reach a log by accident.
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +57,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "request_timeout": (int, float),
         "idle_timeout": (int, float),
         "max_in_progress": int,
+        "public_url": str,
     },
     "features": {name: bool for name in FEATURES},
     "storage": {
@@ -84,8 +87,24 @@ _BROKER_ENVIRONMENT = {
     "vhost": "BROKER_VHOST",
 }
 
+
+#: A secret being rotated keeps its previous value, accepted until its expiry
+#: (reference §7.8): ``previous_<key>`` (or ``previous_<key>_file``) and
+#: ``previous_<key>_expires``.
+def _previous_keys(key: str) -> frozenset[str]:
+    return frozenset({f"previous_{key}", f"previous_{key}_file", f"previous_{key}_expires"})
+
+
 #: The keys of any credentials entry; a gate may allow more (its ``credential_keys``).
-_SERVICE_KEYS = {"gate", "door", "instance", "secret", "secret_env", "secret_file"}
+_SERVICE_KEYS = {
+    "gate",
+    "door",
+    "instance",
+    "secret",
+    "secret_env",
+    "secret_file",
+    *_previous_keys("secret"),
+}
 
 
 def resolve_secret(
@@ -175,7 +194,13 @@ class ArchiveConfig:
 
 @dataclass(frozen=True)
 class Service:
-    """One entry of the credentials file: a (gate, door) and its secret or instance."""
+    """One entry of the credentials file: a (gate, door) and its secret or instance.
+
+    A secret being rotated (``notifications door rotate``) has a previous
+    value, still accepted until its expiry (Unix time): calls are checked
+    against :meth:`secrets` or :meth:`hmac_keys` at the time of the call, so
+    that the previous value stops working on time without a reload.
+    """
 
     gate: str
     door: str
@@ -183,6 +208,67 @@ class Service:
     secret: str | None = field(default=None, repr=False)
     #: Phabricator only: the HMAC key that signs the door's Herald webhooks.
     hmac_key: str | None = field(default=None, repr=False)
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_expires: float | None = None
+    previous_hmac_key: str | None = field(default=None, repr=False)
+    previous_hmac_key_expires: float | None = None
+
+    def secrets(self, now: float) -> tuple[str, ...]:
+        """The secrets a call may carry at ``now``: the current one, and the
+        previous one before its expiry."""
+        return _accepted(self.secret, self.previous_secret, self.previous_secret_expires, now)
+
+    def hmac_keys(self, now: float) -> tuple[str, ...]:
+        """The Herald HMAC keys a call may be signed with at ``now`` (as :meth:`secrets`)."""
+        return _accepted(self.hmac_key, self.previous_hmac_key, self.previous_hmac_key_expires, now)
+
+    def previous(self) -> Iterator[tuple[str, float]]:
+        """``(key name, expiry)`` of each previous value this entry keeps."""
+        if self.previous_secret and self.previous_secret_expires is not None:
+            yield "secret", self.previous_secret_expires
+        if self.previous_hmac_key and self.previous_hmac_key_expires is not None:
+            yield "hmac_key", self.previous_hmac_key_expires
+
+
+def _accepted(
+    current: str | None, previous: str | None, expires: float | None, now: float
+) -> tuple[str, ...]:
+    if not current:
+        # A door without a secret is open (or closed) as such: a previous
+        # secret alone does not make it a signed door.
+        return ()
+    if previous and expires is not None and now < expires:
+        return (current, previous)
+    return (current,)
+
+
+def parse_expiry(text: str) -> float:
+    """An ISO 8601 time with its time zone (``2026-12-08T10:00:00Z``) as Unix time.
+
+    Raises ValueError when it is not one.
+    """
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("no time zone (end it with Z for UTC)")
+    return moment.timestamp()
+
+
+def format_expiry(seconds: float) -> str:
+    """Unix time as the credentials file writes an expiry: ``2026-12-08T10:00:00Z``,
+    rounded up to the second (a grace period is never shorter than asked)."""
+    return datetime.fromtimestamp(math.ceil(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe_previous_secrets(services: tuple[Service, ...], now: float) -> list[str]:
+    """One phrase per previous secret: accepted until when, or expired (for the logs)."""
+    phrases = []
+    for service in services:
+        for key, expires in service.previous():
+            state = "accepted until" if now < expires else "expired at"
+            phrases.append(
+                f"{service.gate}/{service.door} previous {key} {state} {format_expiry(expires)}"
+            )
+    return phrases
 
 
 @dataclass(frozen=True)
@@ -207,6 +293,9 @@ class Config:
     max_in_progress: int = 512
     publish_timeout: float = 2.0
     max_body_size: int = 25 * 1024 * 1024
+    #: The address senders reach the gates at (``https://notifications.example.org``):
+    #: ``notifications door add`` prints the URL to paste from it.
+    public_url: str | None = None
     http_timeout: float = 10.0
     mailgun_key: str | None = field(default=None, repr=False)
     mailgun_hosts: tuple[str, ...] = DEFAULT_MAILGUN_HOSTS
@@ -331,7 +420,14 @@ def _archive(section: dict[str, Any], broker: BrokerConfig, path: Path) -> Archi
 
 def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[Service, ...]:
     """Read the older system's credentials file, naming any entry that is wrong."""
-    data = read_json(path)
+    return parse_services(read_json(path), path, environ)
+
+
+def parse_services(
+    data: Any, path: Path, environ: Mapping[str, str] = os.environ
+) -> tuple[Service, ...]:
+    """Check the parsed credentials file ``data`` (read from ``path``), naming any entry
+    that is wrong; its services."""
     if not isinstance(data, dict) or not isinstance(data.get("services"), list):
         raise ConfigError(path, 'expected an object with a "services" list')
     unknown = sorted(set(data) - {"services"})
@@ -349,9 +445,11 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
         keys = _SERVICE_KEYS | (gate.credential_keys if gate is not None else set())
         unknown = sorted(set(entry) - keys)
         if unknown:
+            # The keys of a rotation are named only for a key that looks like one.
+            rotating = unknown[0].startswith("prev")
+            expected = sorted(key for key in keys if rotating or not key.startswith("previous_"))
             raise ConfigError(
-                path,
-                f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(keys))})",
+                path, f"{where}: unknown key {unknown[0]!r} (expected {', '.join(expected)})"
             )
         for key in ("gate", "door"):
             if not isinstance(entry.get(key), str) or not entry[key]:
@@ -360,6 +458,8 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
             raise ConfigError(path, f"{where}: instance must be a string")
         secret = resolve_secret(entry, "secret", where, path, environ)
         hmac_key = resolve_secret(entry, "hmac_key", where, path, environ)
+        previous_secret, previous_secret_expires = _previous(entry, "secret", where, path)
+        previous_hmac_key, previous_hmac_key_expires = _previous(entry, "hmac_key", where, path)
         if gate is None:
             raise ConfigError(path, f"{where}: unknown gate {entry['gate']!r}")
         if gate.needs_instance and not entry.get("instance"):
@@ -375,9 +475,40 @@ def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[
                 instance=entry.get("instance") or None,
                 secret=secret or None,
                 hmac_key=hmac_key or None,
+                previous_secret=previous_secret,
+                previous_secret_expires=previous_secret_expires,
+                previous_hmac_key=previous_hmac_key,
+                previous_hmac_key_expires=previous_hmac_key_expires,
             )
         )
     return tuple(services)
+
+
+def _previous(
+    entry: Mapping[str, Any], key: str, where: str, path: Path
+) -> tuple[str | None, float | None]:
+    """The previous value of a secret being rotated and its expiry, both or neither."""
+    value = resolve_secret(entry, f"previous_{key}", where, path, {})
+    expires = entry.get(f"previous_{key}_expires")
+    if value is None and expires is None:
+        return None, None
+    if value is None:
+        raise ConfigError(
+            path, f"{where}: previous_{key}_expires without previous_{key} (or previous_{key}_file)"
+        )
+    if expires is None:
+        raise ConfigError(path, f"{where}: previous_{key} needs previous_{key}_expires")
+    try:
+        if not isinstance(expires, str):
+            raise ValueError("not a string")
+        seconds = parse_expiry(expires)
+    except ValueError as error:
+        raise ConfigError(
+            path,
+            f"{where}: previous_{key}_expires must be a time such as 2026-12-08T10:00:00Z "
+            f"({error})",
+        ) from None
+    return value or None, seconds
 
 
 def load_dockerhub_tokens(path: Path) -> dict[str, str]:
@@ -410,6 +541,57 @@ def mailgun_hosts(values: list[Any], path: Path) -> tuple[str, ...]:
     return tuple(hosts)
 
 
+def check_public_url(value: str, path: Path) -> str:
+    """``[gate] public_url``: an http(s) URL with a host and nothing after its path;
+    without its trailing slash."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        raise ConfigError(
+            path,
+            f"[gate] public_url: {value!r} is not an http(s) URL such as "
+            "https://notifications.example.org",
+        )
+    return value.rstrip("/")
+
+
+@dataclass(frozen=True)
+class Locations:
+    """Where the files of a configuration are, read without resolving any secret.
+
+    For the commands that edit the credentials file (``notifications door``):
+    the operator's shell need not have the variables the daemon's secrets come
+    from.
+    """
+
+    path: Path
+    credentials: Path | None
+    storage_directory: Path
+    public_url: str | None
+
+
+def _resolver(path: Path):
+    def resolve(value: str) -> Path:
+        return (path.parent / value).resolve() if not os.path.isabs(value) else Path(value)
+
+    return resolve
+
+
+def load_locations(path: Path) -> Locations:
+    """The credentials file, the storage directory and the public URL of a configuration."""
+    data = read_toml(path)
+    _check_types(data, path)
+    resolve = _resolver(path)
+    gate = data.get("gate", {})
+    return Locations(
+        path=path,
+        credentials=resolve(gate["credentials"]) if "credentials" in gate else None,
+        storage_directory=resolve(data.get("storage", {}).get("directory", "var")),
+        public_url=check_public_url(gate["public_url"], path) if "public_url" in gate else None,
+    )
+
+
 def config_path(explicit: str | None = None, environ: Mapping[str, str] = os.environ) -> Path:
     """The configuration file to read: explicit, else $NOTIFICATIONS_CONFIG, else the default."""
     return Path(explicit or environ.get("NOTIFICATIONS_CONFIG") or DEFAULT_CONFIG)
@@ -432,10 +614,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
     """
     data = read_toml(path)
     _check_types(data, path)
-    base = path.parent
-
-    def resolve(value: str) -> Path:
-        return (base / value).resolve() if not os.path.isabs(value) else Path(value)
+    resolve = _resolver(path)
 
     gate = data.get("gate", {})
     files = [path]
@@ -508,6 +687,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         max_in_progress=gate.get("max_in_progress", 512),
         publish_timeout=publish_timeout,
         max_body_size=max_body_size,
+        public_url=check_public_url(gate["public_url"], path) if "public_url" in gate else None,
         http_timeout=http_timeout,
         mailgun_key=resolve_secret(data.get("mailgun", {}), "key", "[mailgun]", path, environ)
         or None,

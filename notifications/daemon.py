@@ -31,7 +31,7 @@ from twisted.logger import Logger
 from .archive import RecentNotifications
 from .clients import Clients, ClientsService, make_clients
 from .clients.projects import projects_map_status
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, describe_previous_secrets, load_config
 from .consumer import ConsumerConnection
 from .daemonfiles import DaemonFiles
 from .delivery import DeliveryService, make_delivery
@@ -152,9 +152,18 @@ class ConfigurationReloader(service.Service):
                 "The new configuration changes {names}: that takes a restart",
                 names=", ".join(later),
             )
+        log_previous_secrets(self.log, config, self.reactor.seconds())
         if self.reported is not None:
             self.reported(True, None, len(config.services))
         return config
+
+
+def log_previous_secrets(logger: Logger, config: Config, now: float) -> None:
+    """Say which previous secrets of a rotation are still accepted, and until when,
+    and which have expired (reference §7.8)."""
+    phrases = describe_previous_secrets(config.services, now)
+    if phrases:
+        logger.info("Secrets being rotated: {previous}", previous="; ".join(phrases))
 
 
 def freeze_startup_objects() -> None:
@@ -214,9 +223,10 @@ def build_daemon(
             gate=gate,
         )
 
+    log_previous_secrets(log, config, reactor.seconds())
     clients = make_clients(config, reactor)
     ClientsService(clients).setServiceParent(top)
-    gates = make_gates(config, **clients.gate_collaborators())
+    gates = make_gates(config, clock=reactor, **clients.gate_collaborators())
     consumer = ConsumerConnection(config.broker, reactor)
     recent = None
     if config.archive.enabled:

@@ -25,6 +25,7 @@ from . import __version__
 from .config import Config
 from .gates import gate_names
 from .http import Leaf
+from .refusals import DoorActivity
 
 #: How many accepted notifications the status page shows.
 RECENT = 20
@@ -109,19 +110,25 @@ class RecentSource:
 class StatusJSON(Leaf):
     """``GET /status.json``: what the status page shows (never a secret)."""
 
-    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor):
+    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor, activity=None):
         super().__init__()
         self.config = config
         self.dispatcher = dispatcher
         self.recent = recent
         self.reactor = reactor
+        self.activity = activity
 
     def render_GET(self, request):
         d = self.dispatcher.report()
 
         def answer(outbox: dict) -> None:
             report = status_report(
-                self.config, self.dispatcher, self.recent, self.reactor.seconds(), outbox
+                self.config,
+                self.dispatcher,
+                self.recent,
+                self.reactor.seconds(),
+                outbox,
+                self.activity,
             )
             if not request._disconnected:
                 _secure(request, b"application/json", cache=b"no-store")
@@ -138,10 +145,28 @@ class StatusJSON(Leaf):
 
 
 def status_report(
-    config: Config, dispatcher, recent: RecentSource, now: float, outbox: dict
+    config: Config,
+    dispatcher,
+    recent: RecentSource,
+    now: float,
+    outbox: dict,
+    activity: DoorActivity | None = None,
 ) -> dict:
-    """The status page's data: gates, broker, outbox, last notifications (newest first)."""
+    """The status page's data: gates, broker, outbox, last notifications (newest first),
+    and each door's last call and refusals of the last hour (reference §2.6)."""
     entries, source = recent.entries()
+    doors = []
+    undeclared = []
+    if activity is not None:
+        doors = [
+            {
+                "gate": service.gate,
+                "door": service.door,
+                **activity.door(service.gate, service.door),
+            }
+            for service in config.services
+        ]
+        undeclared = activity.undeclared()
     return {
         "version": __version__,
         "now": round(now, 3),
@@ -152,17 +177,19 @@ def status_report(
         "outbox": outbox,
         "recent": entries,
         "recentFrom": source,
+        "doors": doors,
+        "undeclaredDoors": undeclared,
     }
 
 
 class Dashboard(Resource):
     """``/``: the status page, the root of the site (the other children are put on it)."""
 
-    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor):
+    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor, activity=None):
         super().__init__()
         files = load_static()
         _, self.page = files.pop("index.html")
-        self.putChild(b"status.json", StatusJSON(config, dispatcher, recent, reactor))
+        self.putChild(b"status.json", StatusJSON(config, dispatcher, recent, reactor, activity))
         self.putChild(b"static", StaticFiles(files))
 
     def getChild(self, path, request):

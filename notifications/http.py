@@ -123,6 +123,13 @@ class GateRequest(server.Request):
         )
         self.channel.transport.write(TOO_LARGE)
         self.channel.loseConnection()
+        site = getattr(self.channel, "site", None)
+        counted = getattr(site, "refused_while_arriving", None)
+        # The request line is on the channel until the body has arrived (which
+        # it never will): twisted.web keeps it there, as _path.
+        path = getattr(self.channel, "_path", None)
+        if counted is not None and isinstance(path, bytes):
+            counted(path)
 
 
 class GateChannel(http.HTTPChannel):
@@ -174,6 +181,9 @@ class GateSite(server.Site):
 
     requestFactory = GateRequest
     protocol = GateChannel
+
+    #: Told the path of a call whose body was refused as too large while arriving.
+    refused_while_arriving = None
 
     def __init__(
         self, resource, max_body_size: int, request_timeout: float, idle_timeout: float, **kwargs

@@ -109,6 +109,12 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.refusals = Counter(
+            "notifications_gate_refusals",
+            "Gate calls refused, by gate (of the URL) and reason (reference §2.6)",
+            ["gate", "reason"],
+            registry=self.registry,
+        )
         self.side_actions = Counter(
             "notifications_side_actions",
             "Side actions (calls to other services) by kind and outcome",
@@ -144,6 +150,11 @@ class Metrics:
         self._child(self.calls, gate, self.door_label(gate, door), str(code)).inc()
         if seconds is not None:
             self._child(self.latency, gate).observe(seconds)
+
+    def observe_refusal(self, gate: str, reason: str) -> None:
+        """A refused call: ``gate`` is a gate of the registry (a URL's gate), ``reason``
+        one of the closed set of reasons, so the series are bounded."""
+        self._child(self.refusals, gate, reason).inc()
 
     def observe_report(self, report: dict) -> None:
         if report.get("duplicate"):

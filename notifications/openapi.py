@@ -38,6 +38,7 @@ from .http import (
     UNSUPPORTED_MEDIA_TYPE,
 )
 from .notification import MAX_SHORTSTR, ROUTING_KEY_PATTERN
+from .refusals import MAX_UNDECLARED, REASONS
 from .report import (
     AMQP,
     AMQP_STATUSES,
@@ -374,6 +375,47 @@ def _outbox_state() -> dict:
     )
 
 
+def _door_activity() -> dict:
+    """A door's last call and its refusals of the last hour (reference §2.6)."""
+    return {
+        "lastCall": _object(
+            {
+                "time": {"type": "number", "minimum": 0, "description": "Unix time."},
+                "event": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The event the gate read, null for a refused call.",
+                },
+                "status": {"type": "integer", "minimum": 100, "maximum": 599},
+            }
+        )
+        | {"nullable": True, "description": "null when the door had no call since the start."},
+        "refusals": {
+            "type": "object",
+            "description": "Calls refused in the last hour, by reason: "
+            + "; ".join(f"{code}: {meaning}" for code, meaning in REASONS.items())
+            + ".",
+            "properties": {code: _counter(meaning) for code, meaning in REASONS.items()},
+            "additionalProperties": False,
+        },
+    }
+
+
+def _undeclared_doors() -> dict:
+    return {
+        "type": "array",
+        "description": "Doors the credentials file does not declare that refused calls in the "
+        f"last hour, at most {MAX_UNDECLARED} by name; door null counts the others, per gate.",
+        "items": _object(
+            {
+                "gate": {"type": "string", "enum": list(gate_names())},
+                "door": {"type": "string", "nullable": True},
+                **_door_activity(),
+            }
+        ),
+    }
+
+
 def _status_json() -> dict:
     recent = _object(
         {
@@ -427,6 +469,18 @@ def _status_json() -> dict:
                 "description": "archive: the archive stream's last notifications (the same "
                 "on every worker and instance); process: those this process accepted.",
             },
+            "doors": {
+                "type": "array",
+                "description": "The doors of the credentials file, in its order.",
+                "items": _object(
+                    {
+                        "gate": {"type": "string", "enum": list(gate_names())},
+                        "door": {"type": "string"},
+                        **_door_activity(),
+                    }
+                ),
+            },
+            "undeclaredDoors": _undeclared_doors(),
         },
         extra=True,
     )
@@ -643,9 +697,11 @@ def _document() -> dict:
                                 "description": f"{NOT_CACHED} for a Phabricator "
                                 "instance whose projects map is not cached, else empty.",
                             },
+                            **_door_activity(),
                         }
                     ),
                 },
+                "undeclaredDoors": _undeclared_doors(),
             }
         ),
     }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections import deque
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.logger import Logger
@@ -20,6 +20,7 @@ from twisted.web.http import combinedLogFormatter
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
 
+from . import refusals
 from .config import Config
 from .dashboard import RECENT, Dashboard, RecentSource
 from .gates import Gate, GateCall, GateError, Outcome, gate_class, gate_names
@@ -41,6 +42,7 @@ from .metrics import Metrics
 from .notification import RoutingKeyTooLong
 from .openapi import OpenAPIResource
 from .outbox import Duplicate, OutboxError
+from .refusals import DoorActivity
 from .report import PUBLISHED, QUEUED, REQUEST_ID_BYTES, amqp_action, make_report, report_status
 
 
@@ -75,18 +77,22 @@ class StatusResource(Leaf):
 class ConfigResource(Leaf):
     """``GET /config``: the configuration report, never a secret (reference §7)."""
 
-    def __init__(self, config: Config, service_status):
+    def __init__(self, config: Config, service_status, activity: DoorActivity | None = None):
         super().__init__()
         self.config = config
         self.service_status = service_status
+        self.activity = activity
 
     def render_GET(self, request):
-        return _json(request, 200, config_report(self.config, self.service_status))
+        report = config_report(self.config, self.service_status, self.activity)
+        return _json(request, 200, report)
 
 
-def config_report(config: Config, service_status) -> dict:
-    """The ``/config`` report: gates, features, services without their secrets."""
-    return {
+def config_report(config: Config, service_status, activity: DoorActivity | None = None) -> dict:
+    """The ``/config`` report: gates, features, services without their secrets; with
+    ``activity``, each door's last call and refusals of the last hour, and the doors
+    not declared that refused calls lately (reference §7.6)."""
+    report: dict[str, Any] = {
         "gates": list(gate_names()) if config.feature("Gate") else [],
         "features": [
             {"name": name, "enabled": enabled} for name, enabled in config.features.items()
@@ -97,10 +103,14 @@ def config_report(config: Config, service_status) -> dict:
                 "door": service.door,
                 "instance": service.instance,
                 "status": service_status(service),
+                **(activity.door(service.gate, service.door) if activity is not None else {}),
             }
             for service in config.services
         ],
     }
+    if activity is not None:
+        report["undeclaredDoors"] = activity.undeclared()
+    return report
 
 
 class HealthResource(Leaf):
@@ -240,13 +250,22 @@ class CallHandler:
 
     log = Logger()
 
-    def __init__(self, config: Config, dispatcher, reactor, metrics: Metrics | None = None):
+    def __init__(
+        self,
+        config: Config,
+        dispatcher,
+        reactor,
+        metrics: Metrics | None = None,
+        activity: DoorActivity | None = None,
+    ):
         self.config = config
         self.dispatcher = dispatcher
         self.reactor = reactor
         self.metrics = metrics
         #: The last notifications accepted, newest last (for the status page).
         self.recent: deque[dict] = deque(maxlen=RECENT)
+        #: Each door's last call and refusals (for /config and the status page).
+        self.activity = activity
 
     @property
     def exchange(self) -> str:
@@ -254,21 +273,40 @@ class CallHandler:
 
     def handle(self, gate: Gate, door: str, request) -> int | bytes:
         if not self.dispatcher.running:
+            self.refused(gate.name, door, 503, refusals.SHUTTING_DOWN)
             request.setHeader(b"retry-after", b"5")
             return _plain(request, 503, SHUTTING_DOWN)
         if self.dispatcher.calls_in_progress >= self.config.max_in_progress:
             # Past this many calls at once, answer at once rather than queue
             # without bound: callers retry, and memory stays bounded.
             request.setHeader(b"retry-after", b"1")
-            self._log_call(gate.name, door, None, 503, "too many calls in progress", request)
+            self._log_call(
+                gate.name,
+                door,
+                None,
+                503,
+                "too many calls in progress",
+                request,
+                refusals.TOO_MANY_CALLS,
+            )
             return _plain(request, 503, TOO_MANY_CALLS)
         body = request.content.read()
         if len(body) > self.config.max_body_size:
-            self._log_call(gate.name, door, None, 413, "body too large", request)
+            self._log_call(
+                gate.name, door, None, 413, "body too large", request, refusals.BODY_TOO_LARGE
+            )
             return _plain(request, 413, PAYLOAD_TOO_LARGE)
         content_type = _content_type(request)
         if not accepts(gate, content_type):
-            self._log_call(gate.name, door, None, 415, f"content type {content_type!r}", request)
+            self._log_call(
+                gate.name,
+                door,
+                None,
+                415,
+                f"content type {content_type!r}",
+                request,
+                refusals.UNSUPPORTED_MEDIA_TYPE,
+            )
             return _plain(
                 request,
                 415,
@@ -305,7 +343,7 @@ class CallHandler:
         try:
             keys = [publication.notification.routing_key for publication in outcome.publications]
         except RoutingKeyTooLong as error:
-            raise GateError(400, BAD_REQUEST, str(error)) from None
+            raise GateError(400, BAD_REQUEST, str(error), refusals.ROUTING_KEY_TOO_LONG) from None
         created = int(self.reactor.seconds())
         if not keys:
             return self._report([], outcome, door, created, request_id)
@@ -396,7 +434,9 @@ class CallHandler:
     def _refused(self, failure, request, gate: Gate, door: str):
         failure.trap(GateError)
         error = failure.value
-        self._log_call(gate.name, door, None, error.status, error.reason or error.message, request)
+        reason = refusals.reason_of(error.status, error.code)
+        detail = error.reason or error.message
+        self._log_call(gate.name, door, None, error.status, detail, request, reason)
         if request._disconnected:
             return
         message = error.message + ("\n" + error.reason if error.reason else "")
@@ -407,19 +447,54 @@ class CallHandler:
         self.log.failure("Gate {gate}/{door} failed", failure, gate=gate.name, door=door)
         if self.metrics is not None:
             self.metrics.observe_call(gate.name, door, 500, None)
+        self.refused(gate.name, door, 500, refusals.INTERNAL_ERROR)
         if request._disconnected:
             return
         request.write(_plain(request, 500, INTERNAL_ERROR))
         request.finish()
 
+    def refused(self, gate: str, door: str, status: int, reason: str) -> None:
+        """Count a refused call for its door and in the metrics (reference §2.6)."""
+        if self.activity is not None:
+            self.activity.called(gate, door, status, None, reason)
+        if self.metrics is not None:
+            self.metrics.observe_refusal(gate, reason)
+
+    def refused_while_arriving(self, path: bytes) -> None:
+        """A body refused as too large before the call reached its gate (the HTTP
+        layer): counted for its door when the path is a gate's."""
+        segments = path.partition(b"?")[0].split(b"/")
+        if len(segments) != 4 or segments[:2] != [b"", b"gate"] or not segments[3]:
+            return
+        try:
+            gate = segments[2].decode("utf-8")
+            door = unquote_to_bytes(segments[3]).decode("utf-8")
+        except UnicodeDecodeError:
+            return
+        if gate_class(gate) is not None:
+            self.refused(gate, door, 413, refusals.BODY_TOO_LARGE)
+
     def _log_call(
-        self, gate: str, door: str, outcome, status: int, detail: str, request: GateRequest
+        self,
+        gate: str,
+        door: str,
+        outcome,
+        status: int,
+        detail: str,
+        request: GateRequest,
+        reason: str | None = None,
     ) -> None:
+        """Log the call's line, and count it: per door (and as a refusal when
+        ``reason`` says why it was refused) and in the metrics."""
         request.call_logged = True
         if self.metrics is not None:
             started = request.call_started
             seconds = None if started is None else self.reactor.seconds() - started
             self.metrics.observe_call(gate, door, status, seconds)
+            if reason is not None:
+                self.metrics.observe_refusal(gate, reason)
+        if self.activity is not None:
+            self.activity.called(gate, door, status, outcome.event if outcome else None, reason)
         event = outcome.event if outcome else "-"
         delivery = outcome.delivery if outcome and outcome.delivery else "-"
         request_id = request.request_id
@@ -504,12 +579,15 @@ class WebApp:
         self.config = config
         self.reactor = reactor
         self.metrics = metrics
-        self.handler = CallHandler(config, dispatcher, reactor, metrics)
+        self.activity = DoorActivity(reactor, _doors(config))
+        self.handler = CallHandler(config, dispatcher, reactor, metrics, self.activity)
         self.recent = RecentSource(self.handler.recent, archive_recent)
-        self.dashboard = Dashboard(config, dispatcher, self.recent, reactor)
+        self.dashboard = Dashboard(config, dispatcher, self.recent, reactor, self.activity)
         self.status = StatusResource()
         self.health = HealthResource(dispatcher)
-        self.config_resource = ConfigResource(config, service_status or _default_status)
+        self.config_resource = ConfigResource(
+            config, service_status or _default_status, self.activity
+        )
         self.gates = gates
         #: The sites made so far (a reload changes their limits).
         self.sites: list[GateSite] = []
@@ -528,6 +606,7 @@ class WebApp:
         )
         for holder in holders:
             holder.config = config
+        self.activity.declare(_doors(config))
         for site in self.sites:
             site.max_body_size = config.max_body_size
             site.request_timeout = config.request_timeout
@@ -557,6 +636,8 @@ class WebApp:
             logFormatter=redacted_log_formatter,
         )
         site.displayTracebacks = False
+        if surface != "admin":
+            site.refused_while_arriving = self.handler.refused_while_arriving
         self.sites.append(site)
         return site
 
@@ -571,6 +652,10 @@ def make_site(
 ):
     """One :class:`twisted.web.server.Site` serving everything (see :class:`WebApp`)."""
     return WebApp(config, dispatcher, gates, reactor, service_status, metrics).site("all")
+
+
+def _doors(config: Config) -> list[tuple[str, str]]:
+    return [(service.gate, service.door) for service in config.services]
 
 
 def _default_status(service) -> str:

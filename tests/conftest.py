@@ -206,7 +206,9 @@ async def start_daemon(config: Config, wait_for_broker: bool = True, **gate_kwar
     delivery.startService()
     if wait_for_broker:
         await delivery.publisher.when_connected().addTimeout(10, reactor)
-    site = make_site(config, delivery.dispatcher, make_gates(config, **gate_kwargs), reactor)
+    site = make_site(
+        config, delivery.dispatcher, make_gates(config, clock=reactor, **gate_kwargs), reactor
+    )
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
     return Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
 

@@ -88,6 +88,8 @@ async def test_status_json(daemon_factory):
         "outbox",
         "recent",
         "recentFrom",
+        "doors",
+        "undeclaredDoors",
     }
     assert status["recentFrom"] == "process"  # the archive is off for these tests
     assert status["version"] == __version__

@@ -162,12 +162,16 @@ async def test_the_daemon_serves_the_toy(toy_gate, daemon_factory, consumer):
 
     config_report = json.loads(await (await treq.get(daemon.url + "/config")).content())
     assert config_report["gates"][-1] == "Toy"
-    assert {
+    [entry] = [entry for entry in config_report["services"] if entry["gate"] == "Toy"]
+    assert {key: entry[key] for key in ("gate", "door", "instance", "status")} == {
         "gate": "Toy",
         "door": "door",
         "instance": None,
         "status": "Toy door, never cached.",
-    } in config_report["services"]
+    }
+    # Its refusal, which names no reason code, is counted by its status.
+    assert entry["refusals"] == {"signature_mismatch": 1}
+    assert entry["lastCall"]["status"] == 403
     status = json.loads(await (await treq.get(daemon.url + "/status.json")).content())
     assert status["gates"]["names"][-1] == "Toy"
 

@@ -89,6 +89,10 @@ async def test_home_page_links_status_and_config(daemon_factory):
     assert b"/config" in body
 
 
+#: What /config says of a door that had no call yet.
+NO_CALL = {"lastCall": None, "refusals": {}}
+
+
 @pytest_twisted.ensureDeferred
 async def test_config_report(daemon_factory):
     daemon = await daemon_factory(
@@ -107,16 +111,18 @@ async def test_config_report(daemon_factory):
             {"name": "ActionsReport", "enabled": True},
         ],
         "services": [
-            {"gate": "GitHub", "door": "Acme", "instance": None, "status": ""},
-            {"gate": "DockerHub", "door": "Acme", "instance": None, "status": ""},
-            {"gate": "Jenkins", "door": "Acme", "instance": None, "status": ""},
+            {"gate": "GitHub", "door": "Acme", "instance": None, "status": "", **NO_CALL},
+            {"gate": "DockerHub", "door": "Acme", "instance": None, "status": "", **NO_CALL},
+            {"gate": "Jenkins", "door": "Acme", "instance": None, "status": "", **NO_CALL},
             {
                 "gate": "Phabricator",
                 "door": "Acme",
                 "instance": "https://phabricator.acme.test",
                 "status": "Projects map not cached.",
+                **NO_CALL,
             },
         ],
+        "undeclaredDoors": [],
     }
     for secret in SECRETS.values():
         assert secret.encode() not in body

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 from twisted.internet import defer
@@ -16,6 +20,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 
 from ..amqp.connection import BrokerEvents, connect
 from ..config import Config, config_path, load_config
+from ..daemonfiles import read_reload, running_pid
 
 PROG = "notifications"
 EXIT_OK = 0
@@ -97,6 +102,61 @@ async def reporting_errors(reactor, main, *arguments) -> None:
     except CommandError as error:
         complain(str(error))
         raise SystemExit(error.code) from None
+
+
+#: Seconds a command waits for the daemon to record the reload it asked for: a
+#: daemon with workers records it once every worker has reloaded, or after 30 s.
+RELOAD_TIMEOUT = 35.0
+
+
+def reload_daemon(storage: Path, timeout: float = RELOAD_TIMEOUT) -> None:
+    """Make the daemon running on ``storage`` reload its configuration, and say how it went.
+
+    SIGHUP to the process of ``<storage>/notifications.pid``, then wait (at most
+    ``timeout`` seconds) for ``<storage>/reload.json`` to record a reload made
+    since. No daemon running is one line, not an error: it reads the files when
+    it starts. A refused configuration or no record in time is a
+    :class:`CommandError`. (This blocks: the commands that call it run no reactor.)
+    """
+    pid = running_pid(storage)
+    if pid is None:
+        say(f"No daemon runs on {storage}: it reads the change when it starts.")
+        return
+    if pid == 0:
+        raise CommandError(
+            f"a daemon runs on {storage} but its pid file is unreadable: reload it with SIGHUP"
+        )
+    sent = time.time()
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        say(f"No daemon runs on {storage}: it reads the change when it starts.")
+        return
+    except PermissionError:
+        raise CommandError(
+            f"not allowed to signal the daemon (process {pid}): reload it as its user "
+            f"(kill -HUP {pid})"
+        ) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        record = read_reload(storage)
+        if record is not None and isinstance(record.get("time"), int | float):
+            if record["time"] >= sent:
+                break
+        if time.monotonic() > deadline:
+            raise CommandError(
+                f"the daemon (process {pid}) recorded no reload within {timeout:g} s: see its log"
+            )
+        time.sleep(0.1)
+    if not record.get("ok"):
+        raise CommandError(
+            f"the daemon (process {pid}) refused the new configuration and keeps the one it "
+            f"had: {record.get('error')}"
+        )
+    say(
+        f"The daemon (process {pid}) reloaded its configuration "
+        f"({record.get('services')} services)."
+    )
 
 
 def describe_failure(error: BaseException) -> str:

@@ -79,13 +79,14 @@ def gate_clients() -> tuple[str, ...]:
     return tuple(names)
 
 
-def make_gates(config: Config, **clients: Any) -> dict[str, Gate]:
+def make_gates(config: Config, clock=None, **clients: Any) -> dict[str, Gate]:
     """Build every gate once, keyed by the name used in ``/gate/<Gate>/``.
 
     ``clients`` (named as in :func:`gate_clients`) make the HTTP calls
     (:mod:`notifications.clients`); each gate gets those it declares, and
     without them makes none: no projects for Phabricator stories, no side
-    actions for GitHub pushes, Docker Hub build failures refused.
+    actions for GitHub pushes, Docker Hub build failures refused. The
+    ``clock`` (the reactor) tells whether a previous secret is still accepted.
     """
     unknown = sorted(set(clients) - set(gate_clients()))
     if unknown:
@@ -93,5 +94,5 @@ def make_gates(config: Config, **clients: Any) -> dict[str, Gate]:
     gates = {}
     for gate in GATE_CLASSES:
         wanted = (*gate.clients, *gate.side_action_clients)
-        gates[gate.name] = gate(config, **{name: clients.get(name) for name in wanted})
+        gates[gate.name] = gate(config, clock=clock, **{name: clients.get(name) for name in wanted})
     return gates

@@ -16,15 +16,17 @@ from __future__ import annotations
 import hmac
 import json
 import math
+import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, quote
 
 import orjson
 from twisted.internet.defer import Deferred
 
+from .. import refusals
 from ..jsonutil import NonFiniteFloat
 from ..notification import Notification
 
@@ -42,17 +44,20 @@ MAX_JSON_DEPTH = 64
 
 
 class GateError(Exception):
-    """A refused call: the status code, the public message, and the reason for the log."""
+    """A refused call: the status code, the public message, the reason for the log
+    (the answer's second line), and the reason's code among
+    :data:`notifications.refusals.REASONS` (counted per door and in the metrics)."""
 
-    def __init__(self, status: int, message: str, reason: str = ""):
+    def __init__(self, status: int, message: str, reason: str = "", code: str | None = None):
         super().__init__(f"{status} {message} {reason}".strip())
         self.status = status
         self.message = message
         self.reason = reason
+        self.code = code
 
 
-def bad_request(reason: str) -> GateError:
-    return GateError(400, BAD_REQUEST, reason)
+def bad_request(reason: str, code: str = refusals.BAD_PAYLOAD) -> GateError:
+    return GateError(400, BAD_REQUEST, reason, code)
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,21 @@ class GateDescription:
     report_gate: Mapping[str, Any] | None = None
 
 
+@dataclass(frozen=True)
+class CheckCall:
+    """The call ``notifications door check`` posts to a door, as its sender would make it."""
+
+    body: bytes
+    #: Lowercased names.
+    headers: dict[str, str]
+    #: The AMQP message id the notification will have, when the call decides it.
+    message_id: str | None = None
+
+
+def json_body(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode("utf-8")
+
+
 class Gate:
     """Base of the gates: what a gate is (class attributes), and the configuration.
 
@@ -168,9 +188,24 @@ class Gate:
     default_status: ClassVar[str] = ""
     #: How the OpenAPI document describes the gate.
     openapi: ClassVar[GateDescription]
+    #: Where its sender is set up: the first line of :meth:`sender_setup`.
+    sender: ClassVar[str] = ""
+    #: The key of a credentials entry that proves a call comes from the door's
+    #: sender: ``notifications door rotate`` renews it, the previous value
+    #: accepted for a while (reference §7.8).
+    door_key: ClassVar[str] = "secret"
+    #: Whether the center makes that key (``door add`` draws a random one);
+    #: else the sender makes it, and the operator gives it in a file.
+    makes_door_key: ClassVar[bool] = True
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, clock=None):
         self.config = config
+        #: The reactor's clock (``seconds()``), which says whether a previous
+        #: secret is still accepted; without one (a command), the wall clock.
+        self.clock = clock
+
+    def now(self) -> float:
+        return self.clock.seconds() if self.clock is not None else time.time()
 
     @classmethod
     def accepts(cls, content_type: str) -> bool:
@@ -192,6 +227,43 @@ class Gate:
             return {"authorization": f"Bearer {service.secret}"}
         return {}
 
+    @classmethod
+    def sender_setup(cls, door: str, url: str, secret: str | None) -> list[str]:
+        """What to set on the sender's side for a door at ``url`` (``notifications door
+        add`` prints it). Here, for the gates whose callers do not sign: the door's
+        secret is a token, given as ``?token=`` or ``Authorization: Bearer``."""
+        lines = [cls.sender] if cls.sender else []
+        if not secret:
+            return [
+                *lines,
+                f"  URL:           {url}",
+                "  Content type:  application/json",
+                "This door has no secret: it accepts calls from anyone who knows its URL.",
+            ]
+        return [
+            *lines,
+            f"  URL:           {url}?token={quote(secret, safe='')}",
+            "  Content type:  application/json",
+            "(Or the URL without ?token= and the header Authorization: Bearer <token>.)",
+        ]
+
+    @classmethod
+    def check_payload(cls, door: str, nonce: str) -> dict[str, Any]:
+        """A small valid payload of this gate, with ``nonce`` in it (``door check``)."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_call(cls, door: str, service: Service | None, nonce: str) -> CheckCall:
+        """The call ``notifications door check`` posts, as the sender would make it:
+        here :meth:`check_payload` with the door's token (:meth:`call_headers`)."""
+        body = json_body(cls.check_payload(door, nonce))
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "notifications-door-check",
+            **cls.call_headers(service, body, None),
+        }
+        return CheckCall(body, headers)
+
     def process(self, call: GateCall) -> Outcome | Deferred:
         raise NotImplementedError
 
@@ -207,8 +279,24 @@ class Gate:
         authorization = call.header("authorization") or ""
         if given is None and authorization[:7].lower() == "bearer ":
             given = authorization[7:].strip()
-        if given is None or not hmac.compare_digest(given.encode(), service.secret.encode()):
-            raise GateError(403, UNAUTHORIZED, "missing or wrong door token")
+        accepted = (secret.encode() for secret in service.secrets(self.now()))
+        if given is None:
+            raise GateError(
+                403, UNAUTHORIZED, "missing or wrong door token", refusals.MISSING_SIGNATURE
+            )
+        if not matches_any(given.encode(), accepted):
+            raise GateError(
+                403, UNAUTHORIZED, "missing or wrong door token", refusals.SIGNATURE_MISMATCH
+            )
+
+
+def matches_any(given: bytes, accepted: Iterable[bytes]) -> bool:
+    """Whether ``given`` is one of ``accepted`` (a secret and its previous one),
+    each compared in constant time, all of them compared."""
+    found = False
+    for value in accepted:
+        found |= hmac.compare_digest(given, value)
+    return found
 
 
 #: orjson keeps integers in [-2**63, 2**64) exact and reads larger ones as floats.
@@ -228,7 +316,9 @@ def _depth_checked(container: dict | list, depth: int, from_orjson: bool) -> Non
         kind = type(child)
         if kind is dict or kind is list:
             if depth == MAX_JSON_DEPTH:
-                raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+                raise bad_request(
+                    f"JSON nested deeper than {MAX_JSON_DEPTH} levels", refusals.BAD_JSON
+                )
             _depth_checked(child, depth + 1, from_orjson)
         elif kind is float and from_orjson and not -_INT64_BOUND < child < _INT64_BOUND:
             raise _ReadAsFloat
@@ -275,19 +365,23 @@ def _parse_with_stdlib(raw: bytes | str) -> dict[str, Any]:
         text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         value = json.loads(text, parse_float=_read_float, parse_constant=_read_constant)
     except UnicodeDecodeError:
-        raise bad_request("body is not valid UTF-8") from None
+        raise bad_request("body is not valid UTF-8", refusals.BAD_JSON) from None
     except RecursionError:
-        raise bad_request(f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise bad_request(
+            f"JSON nested deeper than {MAX_JSON_DEPTH} levels", refusals.BAD_JSON
+        ) from None
     except ValueError as error:
-        raise bad_request(f"body is not valid JSON ({error.args[0].split(':')[0]})") from None
+        raise bad_request(
+            f"body is not valid JSON ({error.args[0].split(':')[0]})", refusals.BAD_JSON
+        ) from None
     if not isinstance(value, dict):
-        raise bad_request("body is not a JSON object")
+        raise bad_request("body is not a JSON object", refusals.BAD_JSON)
     if "\\ud" in text or "\\uD" in text:
         # An escaped lone surrogate parses, but no UTF-8 message can carry it.
         try:
             json.dumps(value, ensure_ascii=False).encode("utf-8")
         except UnicodeEncodeError:
-            raise bad_request("body has an unpaired surrogate escape") from None
+            raise bad_request("body has an unpaired surrogate escape", refusals.BAD_JSON) from None
     _depth_checked(value, 1, False)
     return value
 
@@ -297,4 +391,4 @@ def parse_form(raw: bytes) -> list[tuple[str, str]]:
     try:
         return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, errors="strict")
     except (UnicodeDecodeError, ValueError):
-        raise bad_request("form body is not valid UTF-8") from None
+        raise bad_request("form body is not valid UTF-8", refusals.BAD_JSON) from None

@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import secrets
 import uuid
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
 from twisted.logger import Logger
 
+from .. import refusals
 from ..notification import Notification
 from ..renderers import github as render
 from ..renderers import text_at
@@ -18,6 +21,7 @@ from ..report import NOTIFY_NEW_COMMITS, TRIGGER_BUILD
 from .base import (
     NOT_FOUND,
     UNAUTHORIZED,
+    CheckCall,
     Gate,
     GateCall,
     GateDescription,
@@ -26,6 +30,8 @@ from .base import (
     Publication,
     SideAction,
     bad_request,
+    json_body,
+    matches_any,
     parse_form,
     parse_json_object,
 )
@@ -42,6 +48,24 @@ DELIVERY_HEADER = "X-GitHub-Delivery"
 _DELIVERY = re.compile(r"[\x21-\x7e]{1,200}")
 _EVENT = re.compile(r"[a-z0-9_]{1,100}")
 
+#: GitHub's zen aphorisms: a ping carries one.
+ZEN = (
+    "Anything added dilutes everything else.",
+    "Approachable is better than simple.",
+    "Avoid administrative distraction.",
+    "Design for failure.",
+    "Encourage flow.",
+    "Favor focus over features.",
+    "Half measures are as bad as nothing at all.",
+    "It's not fully shipped until it's fast.",
+    "Keep it logically awesome.",
+    "Mind your words, they are important.",
+    "Non-blocking is better than blocking.",
+    "Practicality beats purity.",
+    "Responsive is better than fast.",
+    "Speak like a human.",
+)
+
 #: The signature headers, strongest first: (header, prefix, digest).
 SIGNATURES = (
     ("X-Hub-Signature-256", "sha256=", hashlib.sha256),
@@ -54,16 +78,19 @@ def signature(secret: str, body: bytes, prefix: str, digest) -> str:
     return prefix + hmac.new(secret.encode(), body, digest).hexdigest()
 
 
-def signature_matches(call: GateCall, secret: str) -> bool:
-    """Check ``X-Hub-Signature-256`` (preferred) or ``X-Hub-Signature`` over the raw body."""
+def signature_matches(call: GateCall, secrets: str | Sequence[str]) -> bool:
+    """Check ``X-Hub-Signature-256`` (preferred) or ``X-Hub-Signature`` over the raw body,
+    made with the secret, or one of ``secrets`` (a secret and its previous one)."""
+    if isinstance(secrets, str):
+        secrets = (secrets,)
     for header, prefix, digest in SIGNATURES:
         given = call.header(header)
         if given is None:
             continue
-        expected = signature(secret, call.body, prefix, digest)
+        expected = (signature(secret, call.body, prefix, digest).encode() for secret in secrets)
         # The strongest header present is the only one checked: a good sha1
         # must not rescue a wrong sha256.
-        return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
+        return matches_any(given.strip().lower().encode(), expected)
     return False
 
 
@@ -154,10 +181,59 @@ class GitHubGate(Gate):
         not_found=(NOT_FOUND,),
         duplicates=True,
     )
+    sender = "On GitHub, the organization's (or repository's) Settings → Webhooks → Add webhook:"
     log = Logger()
 
-    def __init__(self, config, conduits=None, dockerhub=None):
-        super().__init__(config)
+    @classmethod
+    def sender_setup(cls, door: str, url: str, secret: str | None) -> list[str]:
+        return [
+            cls.sender,
+            f"  Payload URL:       {url}",
+            "  Content type:      application/json",
+            f"  Secret:            {secret or '(none: set one, the door refuses unsigned calls)'}",
+            "  SSL verification:  Enable",
+            "  Which events:      Send me everything.",
+            "  Active:            checked",
+            "GitHub then sends a ping: its Recent Deliveries must show it answered 200.",
+        ]
+
+    @classmethod
+    def check_call(cls, door: str, service: Service | None, nonce: str) -> CheckCall:
+        """A ``ping`` as GitHub sends it when an organization's webhook is made: its
+        headers, a fresh delivery id, both signatures (sha256 and sha1)."""
+        hook_id = int(nonce[:8], 16)
+        payload = {
+            "zen": secrets.choice(ZEN),
+            "hook_id": hook_id,
+            "hook": {
+                "type": "Organization",
+                "id": hook_id,
+                "name": "web",
+                "active": True,
+                "events": ["*"],
+                "config": {"content_type": "json", "insecure_ssl": "0"},
+            },
+            "organization": {"login": door, "description": f"door check {nonce}"},
+            "sender": {"login": "notifications-door-check", "type": "User"},
+        }
+        body = json_body(payload)
+        delivery = str(uuid.uuid4())
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "GitHub-Hookshot/notifications-door-check",
+            EVENT_HEADER.lower(): "ping",
+            DELIVERY_HEADER.lower(): delivery,
+            "x-github-hook-id": str(hook_id),
+            "x-github-hook-installation-target-type": "organization",
+            "x-github-hook-installation-target-id": str(hook_id),
+        }
+        if service is not None and service.secret:
+            for header, prefix, digest in SIGNATURES:
+                headers[header.lower()] = signature(service.secret, body, prefix, digest)
+        return CheckCall(body, headers, message_id=delivery)
+
+    def __init__(self, config, conduits=None, dockerhub=None, clock=None):
+        super().__init__(config, clock)
         #: ``notify_new_commits(service, clone_url)``: Phabricator fetches at once.
         self.conduits = conduits
         #: ``trigger_build(image, token)``: Docker Hub builds the image.
@@ -175,14 +251,21 @@ class GitHubGate(Gate):
     def authenticate(self, call: GateCall) -> None:
         service = self.config.service(self.name, call.door)
         if service is not None and service.secret:
-            if not signature_matches(call, service.secret):
-                raise GateError(403, UNAUTHORIZED, "missing or wrong signature")
+            if not signature_matches(call, service.secrets(self.now())):
+                signed = any(call.header(header) is not None for header, _, _ in SIGNATURES)
+                code = refusals.SIGNATURE_MISMATCH if signed else refusals.MISSING_SIGNATURE
+                raise GateError(403, UNAUTHORIZED, "missing or wrong signature", code)
             return
         if self.name in self.config.allow_unsigned:
             return
         if service is None:
-            raise GateError(404, NOT_FOUND, "unknown door")
-        raise GateError(403, UNAUTHORIZED, "door has no secret and unsigned calls are not allowed")
+            raise GateError(404, NOT_FOUND, "unknown door", refusals.UNKNOWN_DOOR)
+        raise GateError(
+            403,
+            UNAUTHORIZED,
+            "door has no secret and unsigned calls are not allowed",
+            refusals.UNPROTECTED_DOOR,
+        )
 
     def payload(self, call: GateCall) -> dict:
         if call.content_type == "application/x-www-form-urlencoded":
@@ -197,15 +280,15 @@ class GitHubGate(Gate):
         event = call.header(EVENT_HEADER)
         delivery = call.header(DELIVERY_HEADER)
         if not event:
-            raise bad_request(f"missing {EVENT_HEADER} header")
+            raise bad_request(f"missing {EVENT_HEADER} header", refusals.MISSING_HEADER)
         if not delivery:
-            raise bad_request(f"missing {DELIVERY_HEADER} header")
+            raise bad_request(f"missing {DELIVERY_HEADER} header", refusals.MISSING_HEADER)
         event = event.strip()
         delivery = delivery.strip()
         if not _EVENT.fullmatch(event):
-            raise bad_request(f"{EVENT_HEADER} is not an event name")
+            raise bad_request(f"{EVENT_HEADER} is not an event name", refusals.BAD_HEADER)
         if not _DELIVERY.fullmatch(delivery):
-            raise bad_request(f"{DELIVERY_HEADER} is not a delivery id")
+            raise bad_request(f"{DELIVERY_HEADER} is not a delivery id", refusals.BAD_HEADER)
         payload = self.payload(call)
 
         outcome = Outcome(gate=self.name, event=event, delivery=delivery)

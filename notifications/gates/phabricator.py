@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
+from urllib.parse import urlencode
 
 from twisted.internet import defer
 
+from .. import refusals
 from ..notification import Notification
 from ..renderers import UnreadablePayload, phabricator
 from .base import (
     UNAUTHORIZED,
+    CheckCall,
     Gate,
     GateCall,
     GateDescription,
@@ -28,6 +33,7 @@ from .base import (
     Outcome,
     Publication,
     bad_request,
+    matches_any,
     parse_form,
 )
 from .base import parse_json_object as parse_json
@@ -49,13 +55,16 @@ def herald_signature(key: str, body: bytes) -> str:
     return hmac.new(key.encode(), body, hashlib.sha256).hexdigest()
 
 
-def herald_signature_matches(call: GateCall, key: str) -> bool:
-    """Whether the call carries the hex HMAC-SHA256 of its raw body with ``key``."""
+def herald_signature_matches(call: GateCall, keys: str | Sequence[str]) -> bool:
+    """Whether the call carries the hex HMAC-SHA256 of its raw body with the key, or
+    with one of ``keys`` (a key and its previous one)."""
     given = call.header(SIGNATURE_HEADER)
     if given is None:
         return False
-    expected = herald_signature(key, call.body)
-    return hmac.compare_digest(given.strip().lower().encode(), expected.encode())
+    if isinstance(keys, str):
+        keys = (keys,)
+    expected = (herald_signature(key, call.body).encode() for key in keys)
+    return matches_any(given.strip().lower().encode(), expected)
 
 
 # How the OpenAPI document describes a call: a feed story (a form, or JSON) or a
@@ -131,7 +140,17 @@ class PhabricatorGate(Gate):
     takes_form = True
     clients = ("projects",)
     #: The Herald webhook's HMAC key; the entry's ``secret`` is the Conduit API token.
-    credential_keys = frozenset({"hmac_key", "hmac_key_env", "hmac_key_file"})
+    #: And, while it is being rotated, its previous value (reference §7.8).
+    credential_keys = frozenset(
+        {
+            "hmac_key",
+            "hmac_key_env",
+            "hmac_key_file",
+            "previous_hmac_key",
+            "previous_hmac_key_file",
+            "previous_hmac_key_expires",
+        }
+    )
     needs_instance = True
     default_status = NOT_CACHED
     openapi = GateDescription(
@@ -158,9 +177,47 @@ class PhabricatorGate(Gate):
         ),
         not_found=(UNKNOWN_INSTANCE,),
     )
+    sender = "On Phabricator, as an administrator:"
+    #: Herald signs with the webhook's HMAC key, which Phabricator makes; the
+    #: entry's ``secret`` is the Conduit API token, which the center sends.
+    door_key = "hmac_key"
+    makes_door_key = False
 
-    def __init__(self, config, projects=None):
-        super().__init__(config)
+    @classmethod
+    def sender_setup(cls, door: str, url: str, secret: str | None) -> list[str]:
+        return [
+            cls.sender,
+            "  Feed stories: add the URL to feed.http-hooks, keeping those already listed:",
+            f"    bin/config set feed.http-hooks '[\"{url}\"]'",
+            "  Herald webhooks: Webhooks → Create Webhook:",
+            f"    URI:     {url}",
+            "    Status:  Enabled",
+            "  then give its HMAC key (View HMAC Key) to the center in a file (unless "
+            "door add had it):",
+            f"    notifications door rotate Phabricator {door} --hmac-key-file FILE",
+        ]
+
+    @classmethod
+    def check_call(cls, door: str, service: Service | None, nonce: str) -> CheckCall:
+        """A feed story with no object, as ``feed.http-hooks`` posts it: type ``VOID``,
+        and no Conduit call (there is no object to ask about)."""
+        body = urlencode(
+            {
+                "storyID": "0",
+                "storyType": "PhabricatorApplicationTransactionFeedStory",
+                "storyAuthorPHID": "PHID-USER-notificationsdoorcheck",
+                "storyText": f"door check of Phabricator/{door} ({nonce})",
+                "epoch": str(int(time.time())),
+            }
+        ).encode()
+        headers = {
+            "content-type": "application/x-www-form-urlencoded",
+            "user-agent": "notifications-door-check",
+        }
+        return CheckCall(body, headers)
+
+    def __init__(self, config, projects=None, clock=None):
+        super().__init__(config, clock)
         #: Finds the projects of a story's object (and names a Herald webhook's
         #: object) through Conduit; None: no Conduit call.
         self.projects = projects
@@ -209,7 +266,9 @@ class PhabricatorGate(Gate):
     def process(self, call: GateCall):
         service = self.config.service(self.name, call.door)
         if service is None:
-            raise GateError(404, UNKNOWN_INSTANCE, "no such Phabricator door")
+            raise GateError(
+                404, UNKNOWN_INSTANCE, "no such Phabricator door", refusals.UNKNOWN_DOOR
+            )
         if call.header(SIGNATURE_HEADER) is not None:
             # Signed: a Herald webhook, whatever the body; signature first.
             self.authenticate_herald(call, service)
@@ -243,12 +302,19 @@ class PhabricatorGate(Gate):
         """The door's HMAC key signs Herald webhooks; a door without one takes
         them only when ``allow_unsigned`` lists Phabricator."""
         if service.hmac_key:
-            if not herald_signature_matches(call, service.hmac_key):
-                raise GateError(403, UNAUTHORIZED, "missing or wrong Herald webhook signature")
+            if not herald_signature_matches(call, service.hmac_keys(self.now())):
+                signed = call.header(SIGNATURE_HEADER) is not None
+                code = refusals.SIGNATURE_MISMATCH if signed else refusals.MISSING_SIGNATURE
+                raise GateError(
+                    403, UNAUTHORIZED, "missing or wrong Herald webhook signature", code
+                )
             return
         if self.name not in self.config.allow_unsigned:
             raise GateError(
-                403, UNAUTHORIZED, "door has no hmac_key and unsigned calls are not allowed"
+                403,
+                UNAUTHORIZED,
+                "door has no hmac_key and unsigned calls are not allowed",
+                refusals.UNPROTECTED_DOOR,
             )
 
     def herald(self, call: GateCall, service: Service, data: dict):

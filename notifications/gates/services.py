@@ -6,6 +6,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from .. import refusals
 from ..notification import Notification
 from ..renderers import dig, dockerhub, jenkins
 from ..report import MAILGUN
@@ -98,9 +99,22 @@ class DockerHubGate(Gate):
         side_actions=(MAILGUN,),
     )
     group = "docker"
+    sender = "On Docker Hub, the repository's Webhooks → New webhook:"
 
-    def __init__(self, config, mailgun=None):
-        super().__init__(config)
+    @classmethod
+    def check_payload(cls, door: str, nonce: str) -> dict[str, Any]:
+        """An image pushed by ``notifications-door-check``, the nonce as its tag."""
+        repository = f"{door.lower()}/door-check"
+        return {
+            "push_data": {"pusher": "notifications-door-check", "tag": nonce},
+            "repository": {
+                "repo_name": repository,
+                "repo_url": f"https://hub.docker.com/r/{repository}",
+            },
+        }
+
+    def __init__(self, config, mailgun=None, clock=None):
+        super().__init__(config, clock)
         #: Fetches Mailgun stored messages; without it build failures are refused.
         self.mailgun = mailgun
 
@@ -138,7 +152,9 @@ class DockerHubGate(Gate):
         calls, calls again later.
         """
         if self.mailgun is None:
-            raise bad_request("build failure notifications need a Mailgun key")
+            raise bad_request(
+                "build failure notifications need a Mailgun key", refusals.NOT_CONFIGURED
+            )
         url = dig(payload, "storage", "url", default=None)
         reason = self.mailgun.refusal(url)
         if reason is not None:
@@ -170,6 +186,19 @@ class JenkinsGate(Gate):
         ),
         body={"application/json": {"schema": JENKINS_PAYLOAD}},
     )
+    sender = (
+        "In Jenkins, the job's Job Notifications → Add Endpoint "
+        "(Notification plugin; Format JSON, Protocol HTTP, Event All Events):"
+    )
+
+    @classmethod
+    def check_payload(cls, door: str, nonce: str) -> dict[str, Any]:
+        """A build of the job ``notifications-door-check`` started, the nonce in its url."""
+        return {
+            "name": "notifications-door-check",
+            "url": f"job/notifications-door-check/{nonce}/",
+            "build": {"phase": "STARTED", "number": 1, "url": f"job/{nonce}/1/"},
+        }
 
     def process(self, call: GateCall) -> Outcome:
         self.check_door_secret(call)
@@ -216,6 +245,16 @@ class NotificationGate(Gate):
             "description": "The notification's service.",
         },
     )
+    sender = "Any tool: POST a JSON object with service, group, type, text and link to:"
+
+    @classmethod
+    def check_payload(cls, door: str, nonce: str) -> dict[str, Any]:
+        return {
+            "service": "notifications",
+            "group": "check",
+            "type": "door.check",
+            "text": f"door check of Notification/{door} ({nonce})",
+        }
 
     def process(self, call: GateCall) -> Outcome:
         self.check_door_secret(call)

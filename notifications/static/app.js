@@ -171,6 +171,66 @@
     seen = ids;
   }
 
+  // A refusal reason's code as words: "signature_mismatch" is "signature mismatch".
+  function reasonWords(code) {
+    return code.replace(/_/g, " ");
+  }
+
+  function doorRow(door, declared) {
+    const row = element("tr");
+    row.dataset.gate = door.gate;
+    row.dataset.door = door.door === null ? "" : door.door;
+
+    const name = element("div");
+    name.appendChild(element("span", "project", door.gate));
+    name.appendChild(element("span", "sep", " / "));
+    name.appendChild(element("span", door.door === null ? "muted" : null,
+      door.door === null ? "other doors" : door.door));
+    if (!declared) name.appendChild(element("div", "undeclared", "not in the credentials file"));
+    cell(row, "Door", "door").appendChild(name);
+
+    const last = cell(row, "Last call", "last");
+    if (door.lastCall) {
+      const time = element("span", "time", clock(door.lastCall.time));
+      time.title = fullDate(door.lastCall.time);
+      last.appendChild(time);
+      last.appendChild(document.createTextNode(" "));
+      const ok = door.lastCall.status >= 200 && door.lastCall.status < 300;
+      last.appendChild(element("span", "status " + (ok ? "ok" : "bad"), door.lastCall.status));
+      if (door.lastCall.event) {
+        last.appendChild(document.createTextNode(" "));
+        last.appendChild(element("code", null, door.lastCall.event));
+      }
+    } else {
+      last.appendChild(element("span", "muted", "no call since the start"));
+    }
+
+    const refused = cell(row, "Refused in the last hour", "refusals");
+    const reasons = Object.entries(door.refusals);
+    if (reasons.length === 0) {
+      refused.appendChild(element("span", "muted", "none"));
+    } else {
+      const list = element("ul", "reasons");
+      for (const [code, count] of reasons) {
+        const item = element("li");
+        item.dataset.reason = code;
+        item.appendChild(element("span", "count", count));
+        item.appendChild(document.createTextNode(" × " + reasonWords(code)));
+        list.appendChild(item);
+      }
+      refused.appendChild(list);
+    }
+    return row;
+  }
+
+  function drawDoors(doors, undeclared) {
+    const rows = doors.map((door) => doorRow(door, true))
+      .concat(undeclared.map((door) => doorRow(door, false)));
+    byId("door-rows").replaceChildren(...rows);
+    byId("doors").hidden = rows.length === 0;
+    byId("doors-empty").hidden = rows.length > 0;
+  }
+
   function draw(status) {
     setText("version", "v" + status.version);
     setText("exchange", status.exchange);
@@ -178,6 +238,7 @@
     drawBroker(status.broker, status.now);
     drawOutbox(status.outbox, status.broker.connected);
     drawGates(status.gates);
+    drawDoors(status.doors, status.undeclaredDoors);
     drawRecent(status.recent);
     document.title = (status.broker.connected ? "" : "⚠ ") + "Notifications center";
   }
