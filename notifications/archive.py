@@ -25,7 +25,6 @@ new stream (another ``[archive] queue``); see the README, "History".
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 from twisted.internet import defer
@@ -161,136 +160,116 @@ def recent_entry(delivery: StreamDelivery) -> dict | None:
 
 
 class RecentNotifications:
-    """The last :data:`RECENT` notifications of the archive, followed live.
+    """The last :data:`RECENT` notifications of the archive, read when asked.
 
-    A :class:`~notifications.consumer.ConnectionUser`: on each connection it
-    reads the stream from where it stopped (or, the first time, from a little
-    before its last chunk), keeps the newest entries by offset, and follows
-    what is appended. Until the first connection, and with the archive off or
-    refused, it holds nothing: ``available`` is False then.
+    A :class:`~notifications.consumer.ConnectionUser`. Reading is on demand,
+    not a consumer following every notification: decoding each delivery costs
+    the reactor more than the gate call that published it, and the list is
+    only wanted while someone looks at the status page. :meth:`read` reads
+    the stream's last chunk (``x-stream-offset: last``; its messages come in
+    one burst, which ends when nothing more comes for ``settle`` seconds) and,
+    when that holds fewer than :data:`RECENT`, a little before it, then keeps
+    the newest by offset. A result is reused for ``cache_seconds``, so that
+    any number of status pages cost one read a second.
     """
 
     log = Logger()
 
-    #: Seconds before reading again a stream that could not be read (not yet
-    #: declared by the publisher's connection, say), doubled up to the last.
-    retry_delays = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0)
+    #: Seconds a read is reused.
+    cache_seconds = 1.0
+    #: Seconds of silence that end the last chunk's burst.
+    settle = 0.1
+    #: Seconds a read may take at most.
+    timeout = 3.0
 
     def __init__(self, queue: str, reactor, size: int = RECENT):
         self.queue = queue
         self.reactor = reactor
         self.size = size
         self._client: AMQPClient | None = None
-        self._retry = None
-        self._failures = 0
-        self._entries: dict[int, dict] = {}
-        self._readers: list[StreamReader] = []
-        self._last_offset: int | None = None
-        self.available = False
+        self._cached: tuple[float, list[dict]] | None = None
+        self._reading: defer.Deferred | None = None
+        self._waiting: list[defer.Deferred] = []
 
-    def entries(self) -> list[dict]:
-        """Newest first."""
-        return [self._entries[offset] for offset in sorted(self._entries, reverse=True)]
-
-    def __iter__(self) -> Iterator[dict]:
-        return iter(self.entries())
+    @property
+    def available(self) -> bool:
+        """Whether the archive can be read now (a connection is up)."""
+        return self._client is not None
 
     def connected(self, client: AMQPClient) -> None:
         self._client = client
-        self._start(client)
-
-    def _start(self, client: AMQPClient) -> None:
-        self._retry = None
-        if client is not self._client:
-            return  # that connection is gone; the next one starts again
-        if self._last_offset is not None:
-            self._follow(client, self._last_offset + 1)
-            return
-        # The first time: where the stream ends now ("last" gives its last
-        # chunk), then a little before it.
-        self._follow(client, "last", first_time=True)
 
     def lost(self) -> None:
-        # The channels went with the connection: the readers end by themselves.
         self._client = None
-        self._readers.clear()
-        self._cancel_retry()
+        self._cached = None
 
-    def stop(self) -> defer.Deferred:
-        self._client = None
-        self._cancel_retry()
-        readers, self._readers = self._readers, []
-        closing = [defer.ensureDeferred(reader.close()) for reader in readers]
-        return defer.gatherResults(closing, consumeErrors=True)
+    def read(self) -> defer.Deferred:
+        """The entries, newest first (a Deferred); fails when the stream cannot be read."""
+        now = self.reactor.seconds()
+        if self._cached is not None and now - self._cached[0] < self.cache_seconds:
+            return defer.succeed(self._cached[1])
+        d: defer.Deferred = defer.Deferred()
+        self._waiting.append(d)
+        if self._reading is None:
+            client = self._client
+            if client is None:
+                self._finish(StreamClosed("not connected to the broker"))
+            else:
+                self._reading = defer.ensureDeferred(self._read(client))
+                self._reading.addTimeout(self.timeout, self.reactor)
+                self._reading.addBoth(self._finish)
+        return d
 
-    def _follow(self, client: AMQPClient, offset, first_time: bool = False) -> None:
-        reader = StreamReader(client, self.queue, offset, prefetch=50)
-        self._readers.append(reader)
-        d = defer.ensureDeferred(self._read(client, reader, first_time))
-        d.addErrback(self._failed, reader)
+    def _finish(self, result) -> None:
+        self._reading = None
+        if isinstance(result, list):
+            self._cached = (self.reactor.seconds(), result)
+        waiting, self._waiting = self._waiting, []
+        for d in waiting:
+            if isinstance(result, list):
+                d.callback(result)
+            else:
+                d.errback(result)
 
-    async def _read(self, client: AMQPClient, reader: StreamReader, first_time: bool) -> None:
-        await reader.start()
-        self.available = True
-        self._failures = 0
-        backfilled = not first_time
-        async for delivery in reader:
-            if not backfilled:
-                backfilled = True
-                start = max(0, int(delivery.offset) - LOOKBACK)
-                if start < delivery.offset:
-                    self._backfill(client, start, int(delivery.offset))
-            self._add(delivery)
-
-    def _backfill(self, client: AMQPClient, start: int, end: int) -> None:
-        # What came before the last chunk: read from start up to end, then stop.
-        reader = StreamReader(client, self.queue, start, prefetch=LOOKBACK)
-        self._readers.append(reader)
-
-        async def read() -> None:
-            await reader.start()
+    async def _read(self, client: AMQPClient) -> list[dict]:
+        entries: dict[int, dict] = {}
+        last = StreamReader(client, self.queue, "last", prefetch=LOOKBACK)
+        await last.start()
+        try:
+            first = await self._burst(last, entries)
+        finally:
+            await last.close()
+        if first is not None and len(entries) < self.size and first > 0:
+            before = StreamReader(client, self.queue, max(0, first - LOOKBACK), prefetch=LOOKBACK)
+            await before.start()
             try:
-                await self._take_until(reader, end)
+                while True:
+                    delivery = await before.get().addTimeout(self.timeout, self.reactor)
+                    if delivery.offset >= first:
+                        break
+                    self._add(entries, delivery)
             finally:
-                await reader.close()
-            if reader in self._readers:
-                self._readers.remove(reader)
+                await before.close()
+        return [entries[offset] for offset in sorted(entries, reverse=True)][: self.size]
 
-        defer.ensureDeferred(read()).addErrback(self._failed, reader)
+    async def _burst(self, reader: StreamReader, entries: dict[int, dict]) -> int | None:
+        """Take what the reader gets until ``settle`` seconds of silence (or, while
+        notifications keep coming, for three times that); the first offset."""
+        first = None
+        deadline = self.reactor.seconds() + 3 * self.settle
+        while True:
+            wait = min(self.settle, deadline - self.reactor.seconds())
+            if wait <= 0:
+                return first
+            try:
+                delivery = await reader.get().addTimeout(wait, self.reactor)
+            except defer.TimeoutError:
+                return first
+            if first is None:
+                first = int(delivery.offset)
+            self._add(entries, delivery)
 
-    async def _take_until(self, reader: StreamReader, end: int) -> None:
-        async for delivery in reader:
-            if delivery.offset >= end:
-                return
-            self._add(delivery)
-
-    def _add(self, delivery: StreamDelivery) -> None:
-        offset = int(delivery.offset)
-        if self._last_offset is None or offset > self._last_offset:
-            self._last_offset = offset
+    def _add(self, entries: dict[int, dict], delivery: StreamDelivery) -> None:
         entry = recent_entry(delivery)
-        if entry is None:
-            return
-        self._entries[offset] = entry
-        if len(self._entries) > self.size:
-            for old in sorted(self._entries)[: len(self._entries) - self.size]:
-                del self._entries[old]
-
-    def _cancel_retry(self) -> None:
-        if self._retry is not None and self._retry.active():
-            self._retry.cancel()
-        self._retry = None
-
-    def _failed(self, failure, reader: StreamReader) -> None:
-        if reader in self._readers:
-            self._readers.remove(reader)
-        if not failure.check(StreamClosed, Closed, defer.CancelledError):
-            self.log.failure("Could not read the archive {queue}", failure, queue=self.queue)
-        # The stream may not be there yet (the publisher's connection declares
-        # it), or was refused (said once by the declaration): try again later,
-        # on this connection, unless it is gone (lost() follows then).
-        client = self._client
-        if client is not None and not self._readers and self._retry is None:
-            delay = self.retry_delays[min(self._failures, len(self.retry_delays) - 1)]
-            self._failures += 1
-            self._retry = self.reactor.callLater(delay, self._start, client)
+        if entry is not None:
+            entries[int(delivery.offset)] = entry

@@ -17,6 +17,7 @@ import json
 from collections.abc import Iterable
 from importlib import resources
 
+from twisted.internet import defer
 from twisted.web import server
 from twisted.web.pages import notFound
 from twisted.web.resource import Resource
@@ -100,11 +101,15 @@ class RecentSource:
         self.local = local
         self.archive = archive
 
-    def entries(self) -> tuple[list[dict], str]:
-        """The entries, newest first, and where they come from: ``archive`` or ``process``."""
-        if self.archive is not None and self.archive.available:
-            return self.archive.entries(), "archive"
-        return list(reversed(list(self.local))), "process"
+    def entries(self) -> defer.Deferred:
+        """Fires with the entries, newest first, and where they come from: ``archive``
+        or ``process`` (also when the archive cannot be read now)."""
+        local = (list(reversed(list(self.local))), "process")
+        if self.archive is None or not self.archive.available:
+            return defer.succeed(local)
+        d = self.archive.read()
+        d.addCallbacks(lambda entries: (entries, "archive"), lambda _: local)
+        return d
 
 
 class StatusJSON(Leaf):
@@ -119,13 +124,16 @@ class StatusJSON(Leaf):
         self.activity = activity
 
     def render_GET(self, request):
-        d = self.dispatcher.report()
+        outbox = self.dispatcher.report()
+        outbox.addErrback(lambda _: self.dispatcher.status() | UNREADABLE)
+        d = defer.gatherResults([outbox, self.recent.entries()])
 
-        def answer(outbox: dict) -> None:
+        def answer(results) -> None:
+            outbox, recent = results
             report = status_report(
                 self.config,
                 self.dispatcher,
-                self.recent,
+                recent,
                 self.reactor.seconds(),
                 outbox,
                 self.activity,
@@ -135,26 +143,26 @@ class StatusJSON(Leaf):
                 request.write(json.dumps(report, ensure_ascii=False).encode())
                 request.finish()
 
-        def unreadable(_) -> None:
-            outbox = self.dispatcher.status()
-            outbox.update(oldest_age=None, error="outbox unreadable")
-            answer(outbox)
-
-        d.addCallbacks(answer, unreadable)
+        d.addCallback(answer)
         return server.NOT_DONE_YET
+
+
+#: What the outbox figures of an unreadable outbox add.
+UNREADABLE = {"oldest_age": None, "error": "outbox unreadable"}
 
 
 def status_report(
     config: Config,
     dispatcher,
-    recent: RecentSource,
+    recent: tuple[list[dict], str],
     now: float,
     outbox: dict,
     activity: DoorActivity | None = None,
 ) -> dict:
-    """The status page's data: gates, broker, outbox, last notifications (newest first),
-    and each door's last call and refusals of the last hour (reference §2.6)."""
-    entries, source = recent.entries()
+    """The status page's data: gates, broker, outbox, last notifications (newest first,
+    and where they come from), and each door's last call and refusals of the last
+    hour (reference §2.6)."""
+    entries, source = recent
     doors = []
     undeclared = []
     if activity is not None:
