@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from twisted.application import service
 from twisted.internet import defer, task
@@ -75,6 +75,10 @@ class Dispatcher(service.Service):
         self._deadlines: list[tuple[float, int]] = []
         self._expiry = None
         self._confirmed: list[int] = []
+        #: Notifications published before being stored (:meth:`deliver`): when
+        #: each was sent, by a key of their own (negative, apart from entry ids).
+        self._direct_sent: dict[int, float] = {}
+        self._next_direct = -1
         self._removing = False
         self._flush_waiters: list[defer.Deferred] = []
         self._paused: object = None
@@ -190,9 +194,144 @@ class Dispatcher(service.Service):
         partition not yet noticed by the heartbeats) would make every caller
         wait for its whole timeout: callers are answered "queued" at once then.
         """
+        now = self.reactor.seconds()
         for sent in self._sent_at.values():
-            return self.reactor.seconds() - sent > threshold
+            if now - sent > threshold:
+                return True
+            break
+        for sent in self._direct_sent.values():
+            return now - sent > threshold
         return False
+
+    # The common case: published first, stored only when need be -----------------
+
+    def deliver(
+        self,
+        entries: Sequence[NewEntry],
+        delivery: str | None,
+        timeout: float,
+        accepted: Callable[[], object] | None = None,
+    ) -> defer.Deferred:
+        """Make notifications durable and say which the broker confirmed within ``timeout``.
+
+        Fires with one boolean per entry: True when the broker confirmed it
+        (``published``), False when it is in the outbox instead (``queued``).
+        Fails with :class:`~.outbox.Duplicate` for a delivery id seen within
+        the window, with :class:`~.outbox.OutboxError` when an entry could be
+        neither confirmed nor stored.
+
+        When the broker takes notifications as they come (connected, nothing
+        waiting in the outbox before them, nothing refused lately), they are
+        published at once, and an entry is written to the outbox only if its
+        confirm does not come within ``timeout`` (a nack, the connection
+        lost, a broker too slow): the broker's confirm is then its
+        durability, as the outbox's commit is otherwise. A GitHub delivery id
+        is checked before publishing and remembered once the notifications
+        are durable, before the answer. Otherwise the entries go through the
+        outbox, in order behind what waits there (:meth:`store`).
+
+        ``accepted`` is called once the call is known not to be a duplicate
+        (before its notifications are durable): the side actions start then.
+        """
+        accepted = accepted or _nothing
+        if not self._direct(timeout):
+            return self._stored_then_waited(entries, delivery, timeout, accepted)
+        if delivery is None:
+            accepted()
+            return self._publish_directly(entries, None, timeout)
+        d = self.outbox.check_delivery(delivery)
+
+        def checked(_) -> defer.Deferred:
+            accepted()
+            return self._publish_directly(entries, delivery, timeout)
+
+        return d.addCallback(checked)
+
+    def _direct(self, timeout: float) -> bool:
+        return (
+            timeout > 0
+            and self.running
+            and self.publisher.connected
+            and self._paused is None
+            and not self._queue
+            and not self._requeued
+            and not self._spilled
+            and not self._loading
+        )
+
+    def _stored_then_waited(
+        self,
+        entries: Sequence[NewEntry],
+        delivery: str | None,
+        timeout: float,
+        accepted: Callable[[], object] = lambda: None,
+    ) -> defer.Deferred:
+        def stored(stored: list[Entry]) -> defer.Deferred:
+            accepted()
+            waits = [self.wait_confirmed(entry.id, timeout) for entry in stored]
+            return (
+                waits[0].addCallback(lambda confirmed: [confirmed])
+                if len(waits) == 1
+                else (defer.gatherResults(waits))
+            )
+
+        return self.store(entries, delivery).addCallback(stored)
+
+    def _publish_directly(
+        self, entries: Sequence[NewEntry], delivery: str | None, timeout: float
+    ) -> defer.Deferred:
+        if not self._direct(timeout):  # the broker went while the id was checked
+            return self._stored_then_waited(entries, delivery, timeout)
+        now = self.reactor.seconds()
+        waits = []
+        for message_id, routing_key, body in entries:
+            key = self._next_direct
+            self._next_direct -= 1
+            self._direct_sent[key] = now
+            published = self.publisher.publish(routing_key, body, message_id, int(now))
+            published.addCallbacks(
+                self._direct_confirmed, self._direct_failed, (key,), None, (key,)
+            )
+            waits.append(self.wait_confirmed(key, timeout))
+        d = (
+            waits[0].addCallback(lambda confirmed: [confirmed])
+            if len(waits) == 1
+            else (defer.gatherResults(waits))
+        )
+        return d.addCallback(self._directly_published, entries, delivery)
+
+    def _direct_confirmed(self, _, key: int) -> None:
+        self._direct_sent.pop(key, None)
+        self.published += 1
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None:
+            if not self._waiters:
+                self._forget_deadlines()
+            waiter.callback(True)
+
+    def _direct_failed(self, failure, key: int) -> None:
+        self._direct_sent.pop(key, None)
+        if failure.check(PublicationRefused):
+            self.nacked += 1
+        waiter = self._waiters.pop(key, None)
+        if waiter is not None:
+            if not self._waiters:
+                self._forget_deadlines()
+            waiter.callback(False)
+
+    def _directly_published(
+        self, confirmed: list[bool], entries: Sequence[NewEntry], delivery: str | None
+    ) -> defer.Deferred | list[bool]:
+        missing = [entry for entry, ok in zip(entries, confirmed, strict=True) if not ok]
+        if missing:
+            # Not confirmed in time: into the outbox (the delivery id with them),
+            # and published again from there. A late confirm of the first
+            # publication makes that a copy with the same message id.
+            d = self.store(missing, delivery)
+            return d.addCallback(lambda _: confirmed)
+        if delivery is None:
+            return confirmed
+        return self.outbox.record_delivery(delivery).addCallback(lambda _: confirmed)
 
     def wait_confirmed(self, entry_id: int, timeout: float) -> defer.Deferred:
         """Fires with True once the broker confirmed the entry, False after ``timeout``."""
@@ -338,7 +477,7 @@ class Dispatcher(service.Service):
     @property
     def in_flight(self) -> int:
         """Notifications published and waiting for the broker's confirm."""
-        return len(self._inflight)
+        return len(self._inflight) + len(self._direct_sent)
 
     def report(self) -> defer.Deferred:
         """:meth:`status` and ``oldest_age``, the age in seconds of the oldest
@@ -360,6 +499,10 @@ class Dispatcher(service.Service):
             "published": self.published,
             "nacked": self.nacked,
         }
+
+
+def _nothing() -> None:
+    pass
 
 
 def _id(entry: Entry) -> int:

@@ -151,6 +151,32 @@ class _Add:
         return batcher._write_adds(cursor, [self])[0]
 
 
+class _CheckDelivery:
+    """Whether a delivery id was seen within the window: the operation behind
+    :meth:`Outbox.check_delivery`. It reads the deliveries database only."""
+
+    __slots__ = ("delivery", "now", "window")
+
+    def __init__(self, delivery: str, now: float, window: float):
+        self.delivery = delivery
+        self.now = now
+        self.window = window
+
+
+class _RecordDelivery:
+    """Remember a delivery id: the operation behind :meth:`Outbox.record_delivery`."""
+
+    __slots__ = ("delivery", "now")
+
+    def __init__(self, delivery: str, now: float):
+        self.delivery = delivery
+        self.now = now
+
+
+#: Operations on the deliveries database alone.
+_DELIVERY_ONLY = (_CheckDelivery, _RecordDelivery)
+
+
 class _Remove:
     """Delete confirmed entries: the operation behind :meth:`Outbox.remove`."""
 
@@ -325,7 +351,14 @@ class _Batcher:
         # and the replay starts again with the others.
         failed = self._check_deliveries(operations)
         try:
-            results = self._write(operations, failed)
+            if all(isinstance(operation, _DELIVERY_ONLY) for operation in operations):
+                # Nothing for the outbox: no transaction of it at all.
+                results = [
+                    (False, failed[index]) if index in failed else (True, None)
+                    for index in range(len(operations))
+                ]
+            else:
+                results = self._write(operations, failed)
         except BaseException:
             self.deliveries.release()
             raise
@@ -347,28 +380,34 @@ class _Batcher:
             self.next_id = first_id
 
     def _check_deliveries(self, operations: Sequence) -> dict[int, Exception]:
-        """The adds whose delivery id was seen within the window: {index: Duplicate}.
+        """The adds and checks whose delivery id was seen within the window:
+        ``{index: Duplicate}``.
 
-        Leaves the deliveries database held when any add has a delivery id.
+        Leaves the deliveries database held when any operation has a delivery id.
         """
-        adds = [
+        concerned = [
             (index, operation)
             for index, operation in enumerate(operations)
-            if isinstance(operation, _Add) and operation.delivery is not None
+            if isinstance(operation, _Add | _CheckDelivery | _RecordDelivery)
+            and operation.delivery is not None
         ]
-        if not adds:
+        if not concerned:
             return {}
-        seen = self.deliveries.hold(list({add.delivery for _, add in adds}))
+        seen = self.deliveries.hold(list({operation.delivery for _, operation in concerned}))
         if seen is None:
             return {}
         duplicates: dict[int, Exception] = {}
-        for index, add in adds:
-            last = seen.get(add.delivery)
-            if last is not None and last > add.now - add.window:
-                duplicates[index] = Duplicate(add.delivery)
-            else:
-                # A second call of the same group with this id is a duplicate.
-                seen[add.delivery] = add.now
+        for index, operation in concerned:
+            if isinstance(operation, _RecordDelivery):
+                continue
+            last = seen.get(operation.delivery)
+            if last is not None and last > operation.now - operation.window:
+                duplicates[index] = Duplicate(operation.delivery)
+            elif isinstance(operation, _Add):
+                # A second add of the same group with this id is a duplicate.
+                # (Not after a check: the checked call may yet fail to store
+                # its notification, and the second one must not be lost then.)
+                seen[operation.delivery] = operation.now
         return duplicates
 
     def _record_deliveries(self, operations: Sequence, results: list[tuple[bool, Any]]) -> None:
@@ -377,7 +416,9 @@ class _Batcher:
         rows = [
             (operation.delivery, operation.now)
             for operation, (ok, _) in zip(operations, results, strict=True)
-            if ok and isinstance(operation, _Add) and operation.delivery is not None
+            if ok
+            and isinstance(operation, _Add | _RecordDelivery)
+            and operation.delivery is not None
         ]
         self.deliveries.record(rows)
 
@@ -429,6 +470,8 @@ class _Batcher:
     def _run_one(self, operation, cursor: sqlite3.Cursor) -> Any:
         if isinstance(operation, _Add | _Remove):
             return operation.run(cursor, self)
+        if isinstance(operation, _DELIVERY_ONLY):
+            return None  # done in _check_deliveries and _record_deliveries
         return operation(cursor)
 
     def _write_adds(self, cursor: sqlite3.Cursor, adds: Sequence[_Add]) -> list[list[Entry]]:
@@ -664,6 +707,18 @@ class Outbox(service.Service):
             return failure
 
         return d.addCallbacks(stored, failed)
+
+    def check_delivery(self, delivery: str) -> defer.Deferred:
+        """Fails with :class:`Duplicate` when the delivery id was seen within the
+        window; nothing is written (see :meth:`record_delivery`)."""
+        return self._batcher.run(
+            _CheckDelivery(delivery, self.reactor.seconds(), self.dedup_window)
+        )
+
+    def record_delivery(self, delivery: str) -> defer.Deferred:
+        """Remember a delivery id whose notifications were made durable elsewhere
+        (confirmed by the broker): a redelivery is then a duplicate."""
+        return self._batcher.run(_RecordDelivery(delivery, self.reactor.seconds()))
 
     def remove(self, ids: Sequence[int]) -> defer.Deferred:
         """Forget entries the broker has confirmed."""

@@ -245,6 +245,26 @@ def _query(request) -> dict[str, str]:
     return dict(parse_qsl(query, keep_blank_values=True, encoding="utf-8", errors="replace"))
 
 
+class _Call:
+    """One gate call between its outcome and its report."""
+
+    __slots__ = ("created", "door", "entries", "outcome", "request_id", "side_actions")
+
+    def __init__(self, outcome: Outcome, door: str, created: int, request_id: str, entries):
+        self.outcome = outcome
+        self.door = door
+        self.created = created
+        self.request_id = request_id
+        self.entries = entries
+        self.side_actions: list[defer.Deferred] | None = None
+
+    def start_side_actions(self) -> None:
+        """Start the side actions (once): beside the publication, never after it, so that
+        a slow remote service never delays a notification; not for a duplicate."""
+        if self.side_actions is None:
+            self.side_actions = [defer.maybeDeferred(side) for side in self.outcome.side_actions]
+
+
 class CallHandler:
     """Runs a gate call from the request to the actions report."""
 
@@ -346,47 +366,66 @@ class CallHandler:
             raise GateError(400, BAD_REQUEST, str(error), refusals.ROUTING_KEY_TOO_LONG) from None
         created = int(self.reactor.seconds())
         if not keys:
-            return self._report([], outcome, door, created, request_id)
+            return self._report([], _Call(outcome, door, created, request_id, []))
         entries = [
             (publication.message_id, key, publication.notification.to_json())
             for publication, key in zip(outcome.publications, keys, strict=True)
         ]
-        d = self.dispatcher.store(entries, delivery=outcome.delivery or None)
-        details = (outcome, door, created, request_id)
-        return d.addCallbacks(self._stored, self._not_stored, details, None, (keys, *details))
+        # Without a connection (or with a broker that stopped confirming) no
+        # confirm can come soon: answer "queued" at once rather than make every
+        # caller wait during an outage.
+        timeout = self.config.publish_timeout
+        if not self.dispatcher.publisher.connected or self.dispatcher.stalled(timeout):
+            timeout = 0
+        call = _Call(outcome, door, created, request_id, entries)
+        d = self.dispatcher.deliver(
+            entries, outcome.delivery or None, timeout, accepted=call.start_side_actions
+        )
+        return d.addCallbacks(self._delivered, self._not_delivered, (call,), None, (call,))
 
-    def _stored(self, stored, outcome: Outcome, door: str, created: int, request_id: str):
-        publications = [self._confirmation(entry) for entry in stored]
-        for publication, entry in zip(outcome.publications, stored, strict=True):
-            self._remember(publication.notification, entry, created)
-        return self._report(publications, outcome, door, created, request_id)
+    def _delivered(self, confirmed: list[bool], call: _Call):
+        publications = []
+        for publication, entry, ok in zip(
+            call.outcome.publications, call.entries, confirmed, strict=True
+        ):
+            self._remember(publication.notification, entry, call.created)
+            publications.append(
+                defer.succeed(
+                    amqp_action(self.exchange, entry[1], status=PUBLISHED if ok else QUEUED)
+                )
+            )
+        return self._report(publications, call)
 
-    def _not_stored(self, failure, keys, outcome: Outcome, door: str, created: int, request_id):
+    def _not_delivered(self, failure, call: _Call):
         if failure.check(Duplicate):
-            report = make_report(outcome.gate, door, created, [], request_id)
+            report = make_report(call.outcome.gate, call.door, call.created, [], call.request_id)
             report["duplicate"] = True
-            return outcome, report
+            return call.outcome, report
         failure.trap(OutboxError)
         publications = [
-            defer.succeed(amqp_action(self.exchange, key, failure.value, status="failed"))
-            for key in keys
+            defer.succeed(amqp_action(self.exchange, entry[1], failure.value, status="failed"))
+            for entry in call.entries
         ]
-        return self._report(publications, outcome, door, created, request_id)
+        return self._report(publications, call)
 
-    def _report(self, publications: list, outcome: Outcome, door: str, created: int, request_id):
-        waiting = publications + [defer.maybeDeferred(side) for side in outcome.side_actions]
+    def _report(self, publications: list, call: _Call):
+        call.start_side_actions()
+        waiting = publications + call.side_actions
         if len(waiting) == 1:
             d = waiting[0].addCallback(lambda action: [action])
         else:
             d = defer.gatherResults(waiting, consumeErrors=True)
         return d.addCallback(
             lambda actions: (
-                outcome,
-                make_report(outcome.gate, door, created, list(actions), request_id),
+                call.outcome,
+                make_report(
+                    call.outcome.gate, call.door, call.created, list(actions), call.request_id
+                ),
             )
         )
 
     def _remember(self, notification, entry, created: int) -> None:
+        message_id, routing_key, _ = entry
         self.recent.append(
             {
                 "time": created,
@@ -396,23 +435,9 @@ class CallHandler:
                 "type": notification.type,
                 "text": notification.text,
                 "link": notification.link,
-                "routingKey": entry.routing_key,
-                "messageId": entry.message_id,
+                "routingKey": routing_key,
+                "messageId": message_id,
             }
-        )
-
-    def _confirmation(self, entry) -> defer.Deferred:
-        # Without a connection (or with a broker that stopped confirming) no
-        # confirm can come soon: answer "queued" at once rather than make every
-        # caller wait during an outage.
-        timeout = self.config.publish_timeout
-        if not self.dispatcher.publisher.connected or self.dispatcher.stalled(timeout):
-            timeout = 0
-        d = self.dispatcher.wait_confirmed(entry.id, timeout)
-        return d.addCallback(
-            lambda confirmed: amqp_action(
-                self.exchange, entry.routing_key, status=PUBLISHED if confirmed else QUEUED
-            )
         )
 
     def _answer(self, result, request, gate: Gate, door: str) -> None:

@@ -22,7 +22,7 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from notifications.delivery import DeliveryService
 from notifications.dispatcher import Dispatcher
-from notifications.outbox import Outbox
+from notifications.outbox import Duplicate, Outbox
 from notifications.publisher import PublicationRefused
 
 
@@ -111,7 +111,9 @@ def message_ids(count: int, prefix: str = "m") -> list[str]:
     return [f"{prefix}{i}" for i in range(count)]
 
 
-class DispatcherTests(SynchronousTestCase):
+class DispatcherTestCase(SynchronousTestCase):
+    """A dispatcher on a real outbox, a fake publisher and a Clock."""
+
     def setUp(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="dispatcher-test-"))
         self.addCleanup(shutil.rmtree, self.directory, True)
@@ -152,6 +154,8 @@ class DispatcherTests(SynchronousTestCase):
     def assertNoDelayedCalls(self) -> None:
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+
+class DispatcherTests(DispatcherTestCase):
     # Window and confirms --------------------------------------------------------------
 
     def test_never_more_than_window_unconfirmed(self) -> None:
@@ -492,3 +496,104 @@ class DispatcherTests(SynchronousTestCase):
         self.assertEqual(delivery_ids(dispatcher.outbox), [])
         self.stop(dispatcher)
         self.assertNoDelayedCalls()
+
+
+class DeliverTests(DispatcherTestCase):
+    """``deliver``: published first, stored only when the confirm does not come in time."""
+
+    def test_a_confirmed_notification_is_never_written_to_the_outbox(self) -> None:
+        dispatcher, publisher = self.make_dispatcher(connected=True)
+        accepted: list[bool] = []
+        d = dispatcher.deliver(new_entries(2), None, 2.0, accepted=lambda: accepted.append(True))
+        self.assertEqual(accepted, [True])
+        self.assertEqual(publisher.published_ids(), message_ids(2))
+        self.assertEqual(dispatcher.status()["in_flight"], 2)
+        self.assertNoResult(d)
+        publisher.confirm(2)
+        self.assertEqual(self.successResultOf(d), [True, True])
+        self.assertEqual(count_rows(dispatcher.outbox, "outbox"), 0)
+        self.assertEqual(dispatcher.status()["published"], 2)
+        self.assertEqual(dispatcher.status()["in_flight"], 0)
+        self.stop(dispatcher)
+        self.assertNoDelayedCalls()
+
+    def test_a_delivery_is_checked_before_and_remembered_after(self) -> None:
+        dispatcher, publisher = self.make_dispatcher(connected=True)
+        d = dispatcher.deliver(new_entries(1), "delivery-7", 2.0)
+        # Checked (nothing written), published, then remembered once confirmed.
+        self.assertEqual(delivery_ids(dispatcher.outbox), [])
+        publisher.confirm()
+        self.assertEqual(self.successResultOf(d), [True])
+        self.assertEqual(delivery_ids(dispatcher.outbox), ["delivery-7"])
+        again = dispatcher.deliver(new_entries(1, prefix="again"), "delivery-7", 2.0)
+        self.failureResultOf(again, Duplicate)
+        self.assertEqual(publisher.published_ids(), message_ids(1))
+        self.stop(dispatcher)
+
+    def test_no_confirm_in_time_stores_it_and_a_late_confirm_leaves_a_copy(self) -> None:
+        dispatcher, publisher = self.make_dispatcher(connected=True)
+        d = dispatcher.deliver(new_entries(1), "delivery-8", 2.0)
+        self.clock.advance(2.0)
+        self.assertEqual(self.successResultOf(d), [False])
+        # Stored with its delivery id, and published again from the outbox.
+        self.assertEqual(dispatcher.outbox.depth, 1)
+        self.assertEqual(delivery_ids(dispatcher.outbox), ["delivery-8"])
+        self.assertEqual(publisher.published_ids(), ["m0", "m0"])
+        publisher.confirm(2)
+        self.assertEqual(dispatcher.outbox.depth, 0)
+        self.stop(dispatcher)
+        self.assertNoDelayedCalls()
+
+    def test_a_nack_or_a_lost_connection_stores_it(self) -> None:
+        dispatcher, publisher = self.make_dispatcher(connected=True)
+        nacked = dispatcher.deliver(new_entries(1, prefix="n"), None, 2.0)
+        publisher.nack()
+        self.assertEqual(self.successResultOf(nacked), [False])
+        self.assertEqual(dispatcher.status()["nacked"], 1)
+        lost = dispatcher.deliver(new_entries(1, prefix="l"), None, 2.0)
+        publisher.lose()
+        self.assertEqual(self.successResultOf(lost), [False])
+        self.assertEqual(dispatcher.outbox.depth, 2)
+        publisher.connect()
+        self.clock.advance(1.0)  # the nack's pause
+        self.assertEqual(publisher.published_ids()[-2:], ["n0", "l0"])
+        self.stop(dispatcher)
+
+    def test_with_notifications_waiting_in_the_outbox_new_ones_queue_behind_them(self) -> None:
+        dispatcher, publisher = self.make_dispatcher(connected=False)
+        self.store_each(dispatcher, new_entries(3, prefix="old"))
+        publisher.connect()
+        self.assertEqual(publisher.published_ids(), message_ids(3, prefix="old"))
+        # Published from the outbox, not yet confirmed: a new call is not
+        # published before them, it goes through the outbox too.
+        d = dispatcher.deliver(new_entries(1, prefix="new"), None, 2.0)
+        publisher.confirm(3)
+        self.assertEqual(publisher.published_ids()[-1], "new0")
+        publisher.confirm()
+        self.assertEqual(self.successResultOf(d), [True])
+        self.stop(dispatcher)
+
+    def test_without_a_broker_it_is_stored_at_once(self) -> None:
+        dispatcher, _ = self.make_dispatcher(connected=False)
+        accepted: list[bool] = []
+        d = dispatcher.deliver(new_entries(1), "delivery-9", 0, accepted=lambda: accepted.append(1))
+        self.assertEqual(self.successResultOf(d), [False])
+        self.assertEqual(accepted, [1])
+        self.assertEqual(dispatcher.outbox.depth, 1)
+        self.failureResultOf(dispatcher.deliver(new_entries(1), "delivery-9", 0), Duplicate)
+        self.stop(dispatcher)
+
+    def test_stop_stores_what_waits_for_its_confirm(self) -> None:
+        dispatcher, _ = self.make_dispatcher(connected=True, drain_timeout=1)
+        d = dispatcher.deliver(new_entries(1), None, 30)
+        stopped = dispatcher.parent.stopService()
+        self.clock.pump([0.05] * 25)
+        self.successResultOf(stopped)
+        self.assertEqual(self.successResultOf(d), [False])
+        reopened = self.open_outbox()
+        self.assertEqual(reopened.depth, 1)
+
+
+def count_rows(outbox: Outbox, table: str) -> int:
+    with closing(sqlite3.connect(outbox.path)) as connection:
+        return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
