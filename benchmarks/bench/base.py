@@ -15,6 +15,9 @@ BENCHMARKS = Path(__file__).resolve().parent.parent
 ROOT = BENCHMARKS.parent
 LUA = BENCHMARKS / "gate.lua"
 BARE = BENCHMARKS / "bare.py"
+DEFAULT = BENCHMARKS / "twisted_default.py"
+FASTAPI = BENCHMARKS / "fastapi_receiver.py"
+FASTAPI_REQUIREMENTS = BENCHMARKS / "fastapi-requirements.txt"
 #: The GitHub door of the generated configuration (a secret the script knows).
 GITHUB_DOOR = "Acme"
 

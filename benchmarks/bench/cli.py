@@ -22,6 +22,7 @@ from .base import BenchError
 from .broker import Background, Broker
 from .outcome import Outcome
 from .scenarios import SCENARIOS
+from .scenarios.throughput import SERVERS
 
 
 def machine() -> dict:
@@ -91,12 +92,25 @@ def parse_args(argv: list[str] | None = None):
     parser.add_argument(
         "--rounds",
         type=int,
-        default=3,
-        help="compare: runs of each version at each connection count, the order alternated",
+        help="throughput and compare: runs of each server (or version) at each connection "
+        "count, the order reversed every other round (default: throughput 2, --smoke 1; "
+        "compare 3)",
     )
     parser.add_argument("--connections", default="16,64", help="throughput connection counts")
     parser.add_argument(
-        "--no-bare", action="store_true", help="throughput: the gateway only (no ratio)"
+        "--no-bare", action="store_true", help="throughput: the gateway only (--servers gateway)"
+    )
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help="throughput: the servers compared, among " + ", ".join(SERVERS),
+    )
+    parser.add_argument(
+        "--fastapi-venv",
+        type=Path,
+        help="the FastAPI receiver's virtual environment, created there when missing (default: "
+        "one per machine in ~/.cache/notifications-benchmarks/, named after its pinned "
+        "requirements)",
     )
     parser.add_argument(
         "--connection-close",
@@ -205,8 +219,16 @@ def parse_args(argv: list[str] | None = None):
         parser.error("--workers must be 1 or more")
     if options.scenario == "compare" and not options.against:
         parser.error("compare needs --against REV")
+    if options.rounds is None:
+        options.rounds = 3 if options.scenario == "compare" else 1 if options.smoke else 2
     if options.rounds < 1:
         parser.error("--rounds must be 1 or more")
+    options.servers = [s.strip() for s in str(options.servers).split(",") if s.strip()]
+    unknown = sorted(set(options.servers) - set(SERVERS))
+    if unknown or not options.servers:
+        parser.error(f"--servers: among {', '.join(SERVERS)} (not {', '.join(unknown)})")
+    if options.no_bare:
+        options.servers = ["gateway"]
     if options.smoke:
         options.scenario = "all" if options.scenario == "throughput" else options.scenario
         options.duration = 1

@@ -57,7 +57,7 @@ def print_table(
         count, verdict = counts.get(load.label, (None, "-"))
         ratio = ratios.get(load.label)
         cpu = f"{load.server_cpu:.0f}/{load.wrk_cpu:.0f}/{load.broker_cpu:.0f}/{load.other_cpu:.0f}"
-        workers = "-" if load.server == "bare" else str(load.workers)
+        workers = "-" if load.server in ("bare", "default") else str(load.workers)
         by_workers = worker_ratios.get(load.label)
         per_call = cpu_per_call(load)
         print(

@@ -1,6 +1,7 @@
 """The servers under load: the daemon (``twistd notifications``, its
-generated configuration, its readiness, health and outboxes), the bare
-twisted.web server, and another revision's code for ``compare``."""
+generated configuration, its readiness, health and outboxes), the bare and
+the default twisted.web servers, the FastAPI receiver (and its virtual
+environment), and another revision's code for ``compare``."""
 
 # ruff: noqa: S603, S607 - it starts twistd, the servers and git
 
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import fcntl
+import hashlib
 import http.client
 import io
 import json
@@ -27,7 +30,18 @@ from typing import TYPE_CHECKING
 
 from notifications.config import load_config
 
-from .base import BARE, GITHUB_DOOR, ROOT, BenchError, free_port, http_get, wait_until
+from .base import (
+    BARE,
+    DEFAULT,
+    FASTAPI,
+    FASTAPI_REQUIREMENTS,
+    GITHUB_DOOR,
+    ROOT,
+    BenchError,
+    free_port,
+    http_get,
+    wait_until,
+)
 
 if TYPE_CHECKING:
     from .outcome import Outcome
@@ -71,11 +85,12 @@ class Server:
         return count
 
     def stop_and_check(self, outcome: Outcome, label: str) -> None:
-        """Stop the daemon, then check its log for tracebacks."""
+        """Stop the server, then check its log for tracebacks."""
         self.stop()
         problems = self.problems()
+        whose = "the daemon's" if self.kind == "gateway" else f"the {self.kind} server's"
         outcome.check(
-            f"{label}: no traceback in the daemon's log",
+            f"{label}: no traceback in {whose} log",
             problems == 0,
             f"{problems} lines (log: {self.log})",
         )
@@ -118,24 +133,130 @@ class Server:
         return total
 
 
-def start_bare(workdir: Path, parse_forms: bool = False) -> Server:
+def _start_script(
+    kind: str, command: list[str], workdir: Path, environ: dict[str, str] | None = None
+) -> Server:
+    """A server script on a free port (``--port`` appended), its output in
+    ``<kind>-<port>.log``; ready when ``GET /status`` answers 200."""
     port = free_port()
-    log = workdir / f"bare-{port}.log"
+    log = workdir / f"{kind}-{port}.log"
     with log.open("wb") as output:
         process = subprocess.Popen(
-            [sys.executable, str(BARE), "--port", str(port)]
-            + (["--parse-forms"] if parse_forms else []),
+            [*command, "--port", str(port)],
             stdout=output,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            env=environ,
         )
-    server = Server("bare", process, port, log)
+    server = Server(kind, process, port, log)
     try:
-        wait_until(lambda: http_get(port, "/")[0] == 200, 20, "the bare server")
+        wait_until(
+            lambda: process.poll() is None and http_get(port, "/status")[0] == 200,
+            30,
+            f"the {kind} server (log: {log})",
+        )
     except BenchError:
         server.stop()
         raise
     return server
+
+
+def start_bare(workdir: Path, parse_forms: bool = False) -> Server:
+    """``bare.py``: twisted.web with everything optional taken out (the ceiling)."""
+    command = [sys.executable, str(BARE)] + (["--parse-forms"] if parse_forms else [])
+    return _start_script("bare", command, workdir)
+
+
+def start_default(workdir: Path) -> Server:
+    """``twisted_default.py``: twisted.web's ``Site`` with its defaults, the
+    access log written to a file of the temporary folder."""
+    access_log = workdir / f"default-access-{uuid.uuid4().hex[:8]}.log"
+    command = [sys.executable, str(DEFAULT), "--access-log", str(access_log)]
+    return _start_script("default", command, workdir)
+
+
+def fastapi_venv_folder(requested: Path | None) -> tuple[Path, str]:
+    """The FastAPI receiver's virtual environment and the digest of what it must hold.
+
+    By default one per machine, in the user's cache folder, named after the
+    digest of the pinned requirements and of this Python: made once, then
+    reused by every checkout and every run (CI included) until the pins change.
+    """
+    digest = hashlib.sha256(FASTAPI_REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[
+        :12
+    ]
+    if requested is not None:
+        return requested, digest
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "notifications-benchmarks" / f"fastapi-{digest}", digest
+
+
+def fastapi_python(requested: Path | None, timeout: float = 600) -> Path:
+    """The Python of the FastAPI receiver's virtual environment, created when missing.
+
+    Its packages (``benchmarks/fastapi-requirements.txt``, every version
+    pinned) are kept out of the project's environment. Made under a lock (two
+    runs at once wait for one creation); complete once its marker file holds
+    the digest of the requirements, else made again.
+    """
+    folder, digest = fastapi_venv_folder(requested)
+    python = folder / "bin" / "python"
+    marker = folder / ".bench-complete"
+
+    def complete() -> bool:
+        return python.exists() and marker.exists() and marker.read_text() == digest
+
+    if complete():
+        return python
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.parent / f"{folder.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if complete():
+            return python
+        print(f"  creating the FastAPI receiver's virtual environment in {folder}", flush=True)
+        started = time.monotonic()
+        shutil.rmtree(folder, ignore_errors=True)
+        for step in (
+            [sys.executable, "-m", "venv", str(folder)],
+            [
+                str(python),
+                *("-m", "pip", "install", "--quiet", "--disable-pip-version-check"),
+                *("--no-input", "-r", str(FASTAPI_REQUIREMENTS)),
+            ],
+        ):
+            try:
+                subprocess.run(step, capture_output=True, check=True, timeout=timeout)
+            except (OSError, subprocess.SubprocessError) as error:
+                shutil.rmtree(folder, ignore_errors=True)
+                output = getattr(error, "stderr", b"") or b""
+                lines = output.decode(errors="replace").strip().splitlines()[-5:]
+                raise BenchError(
+                    f"cannot create the FastAPI receiver's environment ({' '.join(step[:4])}…): "
+                    + " / ".join(lines or [str(error)])
+                ) from None
+        marker.write_text(digest)
+        print(f"  created in {time.monotonic() - started:.0f} s (kept for later runs)", flush=True)
+    return python
+
+
+def start_fastapi(
+    options, workdir: Path, exchange: str, secret: str, python: Path | None = None
+) -> Server:
+    """``fastapi_receiver.py`` with its own environment's Python, publishing on ``exchange``.
+
+    The broker address and the GitHub secret go through the environment, not
+    the command line (which ``ps`` shows).
+    """
+    python = python or fastapi_python(options.fastapi_venv)
+    environ = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("PYTHONPATH", "PYTHONHOME") and not name.startswith("BROKER_")
+    }
+    environ["BENCH_SECRET"] = secret
+    environ["BENCH_AMQP_URL"] = f"amqp://guest:guest@{options.broker_host}:{options.broker_port}/"
+    command = [str(python), str(FASTAPI), "--exchange", exchange]
+    return _start_script("fastapi", command, workdir, environ)
 
 
 @dataclass

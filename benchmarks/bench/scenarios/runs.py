@@ -1,16 +1,26 @@
 """One measured server: a daemon with its queue, warm-up, wrk run, optional
-profile and count; a bare twisted.web server with its warm-up and wrk run."""
+profile and count; the FastAPI receiver with its queue and count; a bare or
+default twisted.web server with its warm-up and wrk run."""
 
 from __future__ import annotations
 
 import shutil
+import time
+import uuid
 from pathlib import Path
 
 from ..base import ROOT
 from ..load import Load, github_request, run_wrk
 from ..outcome import count_check, load_checks
 from ..profiling import print_profile, start_profiler, summarize_profile
-from ..servers import start_bare, start_gateway, wait_drained, write_config
+from ..servers import (
+    start_bare,
+    start_default,
+    start_fastapi,
+    start_gateway,
+    wait_drained,
+    write_config,
+)
 
 
 def gateway_run(
@@ -108,8 +118,10 @@ def gateway_run(
         broker.teardown(setup.exchange, setup.queue)
 
 
-def bare_run(options, workdir, outcome, connections, label, duration) -> Load:
-    server = start_bare(workdir, options.bare_parse_forms)
+def plain_run(options, workdir, outcome, connections, label, duration, default=False) -> Load:
+    """The bare twisted.web server (or, ``default``, twisted.web with its
+    defaults) under the same requests as the gateway: no queue, nothing to count."""
+    server = start_default(workdir) if default else start_bare(workdir, options.bare_parse_forms)
     try:
         request = github_request(server.port, "bare-does-not-check")
         if options.warmup > 0:
@@ -123,4 +135,46 @@ def bare_run(options, workdir, outcome, connections, label, duration) -> Load:
         server.stop()
 
 
-#: The issue's target for --workers: N workers give at least this × one worker's
+def bare_run(options, workdir, outcome, connections, label, duration) -> Load:
+    """The bare twisted.web server: see :func:`plain_run`."""
+    return plain_run(options, workdir, outcome, connections, label, duration)
+
+
+def fastapi_run(
+    options, workdir, broker, outcome, connections, label, duration
+) -> tuple[Load, int, str]:
+    """The FastAPI receiver on an exchange of its own (named as the gateway's
+    runs name theirs) with the count queue bound before the load: a warm-up
+    and a measured wrk run, then every 2xx answer counted in the queue."""
+    exchange = f"notifications-bench-{uuid.uuid4().hex[:12]}"
+    queue = f"{exchange}-count"
+    secret = f"bench-{uuid.uuid4().hex}"
+    broker.setup(exchange, queue)
+    server = None
+    try:
+        server = start_fastapi(options, workdir, exchange, secret)
+        request = github_request(server.port, secret)
+        answered = 0
+        if options.warmup > 0:
+            warm = run_wrk(
+                options, workdir, server, request, connections, label + "-warmup", options.warmup
+            )
+            load_checks(outcome, warm, f"{label} warm-up")
+            answered += warm.ok2xx
+        load = run_wrk(options, workdir, server, request, connections, label, duration)
+        load.warmup_2xx = answered
+        answered += load.ok2xx
+        load_checks(outcome, load, label)
+        # Each 2xx came after the broker's confirm: the messages are in the
+        # queue already, give its count a moment to show them all anyway.
+        deadline = time.monotonic() + 5
+        in_queue = broker.count(exchange, queue)
+        while in_queue < answered and time.monotonic() < deadline:
+            time.sleep(0.2)
+            in_queue = broker.count(exchange, queue)
+        verdict = count_check(outcome, label, in_queue, answered)
+        return load, in_queue, verdict
+    finally:
+        if server is not None:
+            server.stop_and_check(outcome, label)
+        broker.teardown(exchange, queue)
