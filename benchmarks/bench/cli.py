@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, ok, detail in outcome.checks:
             print(f"  {'OK  ' if ok else 'FAIL'} {name}: {detail}")
     if outcome.targets:
-        print("\nTargets of the issue (reported, not enforced):")
+        print("\nTargets (reported, not enforced):")
         for name, met, detail in outcome.targets:
             print(f"  {'MET    ' if met else 'NOT MET'} {name}: {detail}")
     if options.json:

@@ -29,6 +29,7 @@ from .process import (
     broker_pids,
     children_cpu,
     cpu_of,
+    cpu_used,
     machine_busy_cpu,
     own_cpu,
     proc_status,
@@ -353,7 +354,7 @@ def run_wrk(
         "others": sorted((round(v, 1) for v in threads.values()), reverse=True),
     }
     load.wrk_cpu = 100 * (children_cpu() - wrk_cpu0) / wall
-    load.broker_cpu = 100 * (cpu_of(brokers) - broker_cpu0) / wall
+    load.broker_cpu = 100 * cpu_used(broker_cpu0, cpu_of(brokers)) / wall
     # Whatever else ran on the machine meanwhile (this script included): other
     # users' work shows here, and makes the figures of that run suspect.
     load.other_cpu = max(

@@ -42,12 +42,20 @@ def broker_pids() -> list[int]:
     return pids
 
 
-def cpu_of(pids: list[int]) -> float:
-    total = 0.0
+def cpu_of(pids: list[int]) -> dict[int, float]:
+    """CPU seconds of each of ``pids`` that is still running."""
+    seconds = {}
     for pid in pids:
-        with contextlib.suppress(OSError):
-            total += cpu_seconds(pid)
-    return total
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            seconds[pid] = cpu_seconds(pid)
+    return seconds
+
+
+def cpu_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """CPU seconds used between two :func:`cpu_of` readings by the processes
+    present in both: a short-lived ``beam.smp`` (``rabbitmqctl`` runs one)
+    that ended meanwhile must not count as negative time."""
+    return sum(after[pid] - before[pid] for pid in before.keys() & after.keys())
 
 
 def machine_busy_cpu() -> float:
