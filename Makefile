@@ -9,7 +9,7 @@ CONFIG ?= etc/notifications.toml
 PORT ?= tcp:8080
 # Where `make run` keeps a private RabbitMQ node when the configured broker does not answer.
 RABBITMQ_DIR ?= var/rabbitmq
-LINTED := notifications tests twisted devtools setup.py
+LINTED := notifications tests twisted devtools benchmarks setup.py
 
 .PHONY: run test lint format clean
 

@@ -251,6 +251,7 @@ def steps(body: bytes, signature: str, number: int):
             message = outcome.publications[0].notification.to_json()
             folder = scratch_folder("components-outbox-")
             box = Outbox(folder, Clock(), synchronous=synchronous, threaded=False)
+            box.open()
             box.max_messages = 10**9
             counter = iter(range(10**9))
 
@@ -296,10 +297,12 @@ def steps(body: bytes, signature: str, number: int):
     def whole_call(per_commit: int):
         # The daemon's own WebApp and Site, the real gate, outbox and
         # dispatcher, on a Clock, with no socket and no thread: the outbox
-        # runs on the calling thread (without fsync) and a stand-in
-        # publisher confirms what it was given once the requests are in.
-        # per_commit requests go as one outbox group, as under load. The
-        # call line goes to a text log observer in memory.
+        # (here only the GitHub delivery ids: each call is checked, published,
+        # confirmed, then its id remembered) runs on the calling thread
+        # (without fsync) and a stand-in publisher confirms what it was given
+        # once the requests are in. per_commit requests go as one group of
+        # delivery checks, as under load. The call line goes to a text log
+        # observer in memory.
         from twisted.internet import defer
         from twisted.internet.address import IPv4Address
         from twisted.internet.task import Clock
@@ -332,6 +335,7 @@ def steps(body: bytes, signature: str, number: int):
         clock.advance(1_800_000_000)
         folder = scratch_folder("components-call-")
         outbox = Outbox(folder, clock, synchronous="normal", threaded=False)
+        outbox.open()
         # No fsync at all, not even at checkpoints: their time on this disk
         # varies by milliseconds, and this step is about the CPU of a call.
         outbox._batcher.connection.execute("PRAGMA synchronous=OFF")
@@ -364,7 +368,7 @@ def steps(body: bytes, signature: str, number: int):
 
         def run():
             batcher = outbox._batcher
-            batcher._running = True  # the requests' adds queue up: one group
+            batcher._running = True  # the requests' checks queue up: one group
             for channel in channels:
                 channel.dataReceived(request())
             batcher._next()
@@ -419,7 +423,7 @@ def steps(body: bytes, signature: str, number: int):
         ("outbox: 16 calls per commit, synchronous=full (per call)", outbox("full", 16), 16),
         ("outbox: 16 calls per commit, synchronous=normal (per call)", outbox("normal", 16), 16),
         (
-            "a whole call in one process: HTTP in, gate, outbox (no fsync), publish, answer",
+            "a whole call in one process: HTTP in, gate, delivery id, publish, confirm, answer",
             lambda: whole_call(1),
             1,
         ),
