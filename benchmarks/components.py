@@ -427,7 +427,7 @@ def steps(body: bytes, signature: str, number: int):
             lambda: whole_call(1),
             1,
         ),
-        ("the same, 16 calls per outbox commit (per call)", lambda: whole_call(16), 16),
+        ("the same, 16 calls per group of delivery checks (per call)", lambda: whole_call(16), 16),
     ]
 
 
