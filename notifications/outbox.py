@@ -219,15 +219,17 @@ class _Deliveries:
         connection.executescript(_DELIVERIES_SCHEMA)
         return cls(connection)
 
-    def hold(self, deliveries: Sequence[str]) -> dict[str, float] | None:
-        """Take the write lock and read when each delivery was seen.
+    def hold(self, deliveries: Sequence[str], lock: bool = True) -> dict[str, float] | None:
+        """Take the write lock (unless ``lock`` is false: then only read) and read
+        when each delivery was seen.
 
         None when the database cannot be used now (locked for too long, an
         I/O error): the calls are then stored without deduplication, since a
         redelivery published twice is better than a delivery refused.
         """
         try:
-            self.connection.execute("BEGIN IMMEDIATE")
+            if lock:
+                self.connection.execute("BEGIN IMMEDIATE")
             seen: dict[str, float] = {}
             for chunk in _chunks(deliveries):
                 marks = ",".join("?" * len(chunk))
@@ -244,7 +246,8 @@ class _Deliveries:
         return seen
 
     def record(self, rows: Sequence[tuple[str, float]]) -> None:
-        """Write the deliveries whose notifications were stored, and let go of the lock."""
+        """Write the deliveries whose notifications were stored, and let go of the lock
+        (without it, each statement is its own transaction)."""
         try:
             for chunk in _chunks(rows):
                 self.connection.execute(
@@ -252,7 +255,8 @@ class _Deliveries:
                     + ",".join(["(?,?)"] * len(chunk)),
                     [value for row in chunk for value in row],
                 )
-            self.connection.execute("COMMIT")
+            if self.connection.in_transaction:
+                self.connection.execute("COMMIT")
         except sqlite3.Error as error:
             self.release()
             self._warn("could not record", error)
@@ -383,23 +387,25 @@ class _Batcher:
         """The adds and checks whose delivery id was seen within the window:
         ``{index: Duplicate}``.
 
-        Leaves the deliveries database held when any operation has a delivery id.
+        Leaves the deliveries database held (its write lock taken) when an add
+        has a delivery id: its check and its record must be one transaction.
+        Checks alone only read, and records alone are one statement each
+        (``_record_deliveries``): no lock is held for them.
         """
         concerned = [
             (index, operation)
             for index, operation in enumerate(operations)
-            if isinstance(operation, _Add | _CheckDelivery | _RecordDelivery)
-            and operation.delivery is not None
+            if isinstance(operation, _Add | _CheckDelivery) and operation.delivery is not None
         ]
         if not concerned:
             return {}
-        seen = self.deliveries.hold(list({operation.delivery for _, operation in concerned}))
+        lock = any(isinstance(operation, _Add) for _, operation in concerned)
+        ids = list({operation.delivery for _, operation in concerned})
+        seen = self.deliveries.hold(ids, lock=lock)
         if seen is None:
             return {}
         duplicates: dict[int, Exception] = {}
         for index, operation in concerned:
-            if isinstance(operation, _RecordDelivery):
-                continue
             last = seen.get(operation.delivery)
             if last is not None and last > operation.now - operation.window:
                 duplicates[index] = Duplicate(operation.delivery)
@@ -411,8 +417,6 @@ class _Batcher:
         return duplicates
 
     def _record_deliveries(self, operations: Sequence, results: list[tuple[bool, Any]]) -> None:
-        if not self.deliveries.connection.in_transaction:
-            return
         rows = [
             (operation.delivery, operation.now)
             for operation, (ok, _) in zip(operations, results, strict=True)
@@ -420,7 +424,8 @@ class _Batcher:
             and isinstance(operation, _Add | _RecordDelivery)
             and operation.delivery is not None
         ]
-        self.deliveries.record(rows)
+        if rows or self.deliveries.connection.in_transaction:
+            self.deliveries.record(rows)
 
     @contextmanager
     def _transaction_cursor(self):

@@ -533,3 +533,25 @@ def test_delivery_ids_of_an_earlier_outbox_are_moved_to_the_shared_database(tmp_
     with closing(sqlite3.connect(tmp_path / "outbox.sqlite3")) as connection:
         tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
     assert "deliveries" not in tables
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_delivery_check_and_record_are_one_statement_each(tmp_path):
+    # The common path of a GitHub call (published first, then remembered)
+    # costs the database thread one read and one write, no transaction held.
+    outbox = Outbox(tmp_path, reactor)
+    outbox.open()
+    try:
+        statements = _statements(outbox)
+        await outbox.check_delivery("d-1")
+        checked = list(statements)
+        del statements[:]
+        await outbox.record_delivery("d-1")
+        recorded = list(statements)
+        with pytest.raises(Duplicate):
+            await outbox.check_delivery("d-1")
+    finally:
+        await outbox.close()
+    assert checked == ["deliveries: SELECT delivery, seen"]
+    assert recorded == ["deliveries: INSERT OR REPLACE"]
+    assert count_rows(outbox.path, "outbox") == 0
