@@ -99,8 +99,12 @@ class Broker:
         return self._session(exchange, work)
 
     def teardown(self, exchange: str, queue: str) -> None:
+        """The queue, the daemon's archive stream (it keeps its data on the broker's
+        disk until deleted) and the exchange."""
+
         async def work(channel):
             await channel.queue_delete(queue=queue)
+            await channel.queue_delete(queue=f"{exchange}.archive")
             await channel.exchange_delete(exchange=exchange)
 
         with contextlib.suppress(BenchError):

@@ -66,8 +66,9 @@ def parse_args(argv: list[str] | None = None):
         "scenario",
         nargs="?",
         default="throughput",
-        choices=["throughput", "outage", "overload", "memory", "all", "compare"],
-        help="what to run (all: the first four; compare: see --against)",
+        choices=["throughput", "outage", "overload", "memory", "all", "compare", "archive"],
+        help="what to run (all: the first four; compare: see --against; archive: the "
+        "archive stream on and off, side by side)",
     )
     parser.add_argument(
         "--smoke",
@@ -220,7 +221,9 @@ def parse_args(argv: list[str] | None = None):
     if options.scenario == "compare" and not options.against:
         parser.error("compare needs --against REV")
     if options.rounds is None:
-        options.rounds = 3 if options.scenario == "compare" else 1 if options.smoke else 2
+        options.rounds = (
+            3 if options.scenario in ("compare", "archive") else 1 if options.smoke else 2
+        )
     if options.rounds < 1:
         parser.error("--rounds must be 1 or more")
     options.servers = [s.strip() for s in str(options.servers).split(",") if s.strip()]

@@ -280,9 +280,11 @@ def write_config(
     synchronous: str,
     max_in_progress: int | None = None,
     source: Path = ROOT,
+    archive: bool | None = None,
 ) -> GatewaySetup:
     """A copy of etc/ with a unique exchange, a temporary outbox and a known GitHub secret
-    (and ``[gate] max_in_progress`` when given); ``source``: the checkout whose etc/ it is."""
+    (and ``[gate] max_in_progress`` when given); ``source``: the checkout whose etc/ it is;
+    ``archive``: ``[archive] enabled`` (as the example says when not given)."""
     tag = uuid.uuid4().hex[:12]
     folder = workdir / f"gateway-{tag}"
     etc = folder / "etc"
@@ -305,6 +307,8 @@ def write_config(
         text, count = re.subn(pattern, value, text, count=1, flags=re.MULTILINE)
         if count != 1:
             raise BenchError(f"etc/notifications.toml: no line matches {pattern!r}")
+    if archive is not None:
+        text += f"\n[archive]\nenabled = {'true' if archive else 'false'}\n"
     (etc / "notifications.toml").write_text(text)
     secret = f"bench-{uuid.uuid4().hex}"
     credentials_path = etc / "credentials.json"

@@ -3,6 +3,7 @@ runs its servers and loads, and adds its rows, checks and targets to ``outcome``
 
 from __future__ import annotations
 
+from .archive import scenario_archive
 from .compare import scenario_compare
 from .memory import scenario_memory
 from .outage import scenario_outage
@@ -16,4 +17,5 @@ SCENARIOS = {
     "overload": scenario_overload,
     "memory": scenario_memory,
     "compare": scenario_compare,
+    "archive": scenario_archive,
 }

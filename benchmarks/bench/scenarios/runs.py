@@ -37,6 +37,7 @@ def gateway_run(
     max_in_progress=None,
     expect_refusals=False,
     source: Path | None = None,
+    archive: bool | None = None,
 ) -> tuple[Load, int, str]:
     """One daemon, one queue, a warm-up and a measured wrk run; the count checked.
 
@@ -51,6 +52,7 @@ def gateway_run(
         options.synchronous,
         max_in_progress,
         source=source or ROOT,
+        archive=archive,
     )
     broker.setup(setup.exchange, setup.queue)
     server = None
