@@ -74,6 +74,7 @@ def make_delivery(config: Config, reactor, deliveries: Path | None = None) -> De
         max_bytes=config.max_bytes,
         dedup_window=config.dedup_window,
         deliveries=deliveries,
+        shared_deliveries=deliveries is not None,
     )
     archive = ArchiveDeclarer(config.archive, config.broker.exchange)
     publisher = Publisher(config.broker, reactor, archive=archive)

@@ -285,6 +285,54 @@ class _Deliveries:
         self.connection.close()
 
 
+class _DeliveryIndex:
+    """The recent delivery ids of the one process that writes the deliveries database.
+
+    In memory, oldest first, at most ``size``. When more had to be kept, the
+    index no longer knows every id of the window: until the ids it let go of
+    are past the window, a miss is asked of the database.
+    """
+
+    __slots__ = ("_dropped_until", "_seen", "_size")
+
+    def __init__(self, size: int):
+        self._seen: dict[str, float] = {}
+        self._size = size
+        #: When the newest id let go of was seen (None: none let go of).
+        self._dropped_until: float | None = None
+
+    def load(self, deliveries: _Deliveries, horizon: float) -> None:
+        rows = deliveries.connection.execute(
+            "SELECT delivery, seen FROM deliveries WHERE seen > ? ORDER BY seen DESC LIMIT ?",
+            (horizon, self._size + 1),
+        ).fetchall()
+        if len(rows) > self._size:
+            self._dropped_until = rows[-1][1]
+            rows = rows[:-1]
+        self._seen = dict(reversed(rows))
+
+    def seen(self, delivery: str) -> float | None:
+        return self._seen.get(delivery)
+
+    def complete(self, horizon: float) -> bool:
+        """Whether every id seen after ``horizon`` is here."""
+        return self._dropped_until is None or self._dropped_until <= horizon
+
+    def add(self, delivery: str, now: float) -> None:
+        self._seen.pop(delivery, None)
+        self._seen[delivery] = now
+        while len(self._seen) > self._size:
+            oldest = next(iter(self._seen))
+            self._dropped_until = max(self._dropped_until or 0.0, self._seen.pop(oldest))
+
+    def forget(self, horizon: float) -> None:
+        while self._seen:
+            oldest = next(iter(self._seen))
+            if self._seen[oldest] > horizon:
+                break
+            del self._seen[oldest]
+
+
 class _Batcher:
     """Runs database operations on one thread, grouped into transactions.
 
@@ -575,9 +623,14 @@ class Outbox(service.Service):
         dedup_window: float = 86_400.0,
         threaded: bool = True,
         deliveries: Path | None = None,
+        shared_deliveries: bool = False,
+        index_size: int = 50_000,
     ):
         """``deliveries`` is the deliveries database (default: ``deliveries.sqlite3``
-        in ``directory``); the workers of ``--workers`` are given the same one."""
+        in ``directory``); the workers of ``--workers`` are given the same one, and
+        ``shared_deliveries``. Without it, this process is the database's only
+        writer and keeps the recent delivery ids in memory as well (at most
+        ``index_size``): a check then costs no trip to the database thread."""
         self.reactor = reactor
         self.directory = Path(directory)
         self.synchronous = synchronous
@@ -592,6 +645,8 @@ class Outbox(service.Service):
         self._reserved = 0
         self._lock = HeldFile(self.directory / LOCK_NAME)
         self._batcher: _Batcher | None = None
+        self.shared_deliveries = shared_deliveries
+        self._index = _DeliveryIndex(index_size) if not shared_deliveries else None
 
     @property
     def opened(self) -> bool:
@@ -648,6 +703,8 @@ class Outbox(service.Service):
                 ).fetchone()[0]
                 deliveries = _Deliveries.open(self.deliveries_path)
                 _move_old_deliveries(connection, deliveries)
+                if self._index is not None:
+                    self._index.load(deliveries, self.reactor.seconds() - self.dedup_window)
             except BaseException:
                 connection.close()
                 raise
@@ -695,6 +752,8 @@ class Outbox(service.Service):
 
         def stored(result: list[Entry]) -> list[Entry]:
             self._reserved -= len(entries)
+            if delivery is not None and self._index is not None:
+                self._index.add(delivery, self.reactor.seconds())
             self.depth += len(result)
             if result:
                 self.last_id = max(self.last_id, result[-1].id)
@@ -716,14 +775,35 @@ class Outbox(service.Service):
     def check_delivery(self, delivery: str) -> defer.Deferred:
         """Fails with :class:`Duplicate` when the delivery id was seen within the
         window; nothing is written (see :meth:`record_delivery`)."""
-        return self._batcher.run(
-            _CheckDelivery(delivery, self.reactor.seconds(), self.dedup_window)
-        )
+        now = self.reactor.seconds()
+        if self._index is not None:
+            seen = self._index.seen(delivery)
+            if seen is not None and seen > now - self.dedup_window:
+                return defer.fail(Duplicate(delivery))
+            if self._index.complete(now - self.dedup_window):
+                return defer.succeed(None)
+        return self._batcher.run(_CheckDelivery(delivery, now, self.dedup_window))
 
     def record_delivery(self, delivery: str) -> defer.Deferred:
         """Remember a delivery id whose notifications were made durable elsewhere
-        (confirmed by the broker): a redelivery is then a duplicate."""
-        return self._batcher.run(_RecordDelivery(delivery, self.reactor.seconds()))
+        (confirmed by the broker): a redelivery is then a duplicate.
+
+        Shared with other workers, it fires once written, so that a redelivery
+        to another worker after the answer sees it. Alone, it fires at once:
+        the id is in memory, written in the background (lost only with the
+        process, when a redelivery is then published again, same message id).
+        """
+        now = self.reactor.seconds()
+        d = self._batcher.run(_RecordDelivery(delivery, now))
+        if self._index is None:
+            return d
+        self._index.add(delivery, now)
+        d.addErrback(
+            lambda failure: self.log.failure(
+                "Could not remember the delivery id {delivery}", failure, delivery=delivery
+            )
+        )
+        return defer.succeed(None)
 
     def remove(self, ids: Sequence[int]) -> defer.Deferred:
         """Forget entries the broker has confirmed."""
@@ -759,6 +839,8 @@ class Outbox(service.Service):
     def forget_deliveries(self) -> defer.Deferred:
         """Drop the delivery ids older than the deduplication window."""
         horizon = self.reactor.seconds() - self.dedup_window
+        if self._index is not None:
+            self._index.forget(horizon)
         deliveries = self._batcher.deliveries
         return self._batcher.run(lambda cursor: deliveries.forget(horizon))
 

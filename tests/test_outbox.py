@@ -536,10 +536,10 @@ def test_delivery_ids_of_an_earlier_outbox_are_moved_to_the_shared_database(tmp_
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_delivery_check_and_record_are_one_statement_each(tmp_path):
-    # The common path of a GitHub call (published first, then remembered)
-    # costs the database thread one read and one write, no transaction held.
-    outbox = Outbox(tmp_path, reactor)
+async def test_a_delivery_check_and_record_are_one_statement_each_when_shared(tmp_path):
+    # The common path of a GitHub call (published first, then remembered) with
+    # workers sharing the database: one read and one write, no transaction held.
+    outbox = Outbox(tmp_path, reactor, shared_deliveries=True)
     outbox.open()
     try:
         statements = _statements(outbox)
@@ -555,3 +555,50 @@ async def test_a_delivery_check_and_record_are_one_statement_each(tmp_path):
     assert checked == ["deliveries: SELECT delivery, seen"]
     assert recorded == ["deliveries: INSERT OR REPLACE"]
     assert count_rows(outbox.path, "outbox") == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_alone_a_delivery_is_checked_in_memory_and_written_behind(tmp_path):
+    outbox = Outbox(tmp_path, reactor)
+    outbox.open()
+    try:
+        statements = _statements(outbox)
+        await outbox.check_delivery("d-1")
+        assert statements == []  # no trip to the database thread
+        await outbox.record_delivery("d-1")
+        with pytest.raises(Duplicate):
+            await outbox.check_delivery("d-1")
+        await outbox.load(0, 1)  # after the record, in the thread's order
+        assert statements[0] == "deliveries: INSERT OR REPLACE"
+    finally:
+        await outbox.close()
+    # Read again at the next start.
+    again = Outbox(tmp_path, reactor)
+    again.open()
+    try:
+        with pytest.raises(Duplicate):
+            await again.check_delivery("d-1")
+        await again.check_delivery("d-2")
+    finally:
+        await again.close()
+
+
+def test_a_full_index_asks_the_database_until_what_it_dropped_is_past_the_window(tmp_path):
+    clock = Clock()
+    clock.advance(1000)
+    outbox = Outbox(tmp_path, clock, threaded=False, index_size=3, dedup_window=100)
+    outbox.open()
+    try:
+        for n in range(5):
+            outbox.record_delivery(f"d-{n}")
+            clock.advance(1)
+        # d-0 and d-1 were let go of by the index: the database still knows them.
+        for n in range(5):
+            outbox.check_delivery(f"d-{n}").addCallbacks(
+                lambda _, n=n: pytest.fail(f"d-{n} not found"), lambda f: f.trap(Duplicate)
+            )
+        assert outbox._index.complete(clock.seconds() - 100) is False
+        clock.advance(100)
+        assert outbox._index.complete(clock.seconds() - 100) is True
+    finally:
+        outbox.close()
