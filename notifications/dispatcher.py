@@ -27,7 +27,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.logger import Logger
 
-from .outbox import Entry, NewEntry, Outbox
+from .outbox import Duplicate, Entry, NewEntry, Outbox
 from .publisher import PublicationRefused, Publisher
 
 
@@ -236,9 +236,12 @@ class Dispatcher(service.Service):
         accepted = accepted or _nothing
         if not self._direct(timeout):
             return self._stored_then_waited(entries, delivery, timeout, accepted)
-        if delivery is None:
+        known = None if delivery is None else self.outbox.known_delivery(delivery)
+        if known:
+            return defer.fail(Duplicate(delivery))
+        if delivery is None or known is False:
             accepted()
-            return self._publish_directly(entries, None, timeout)
+            return self._publish_directly(entries, delivery, timeout)
         d = self.outbox.check_delivery(delivery)
 
         def checked(_) -> defer.Deferred:
@@ -329,9 +332,10 @@ class Dispatcher(service.Service):
             # publication makes that a copy with the same message id.
             d = self.store(missing, delivery)
             return d.addCallback(lambda _: confirmed)
-        if delivery is None:
+        recorded = None if delivery is None else self.outbox.record_delivery(delivery)
+        if recorded is None:
             return confirmed
-        return self.outbox.record_delivery(delivery).addCallback(lambda _: confirmed)
+        return recorded.addCallback(lambda _: confirmed)
 
     def wait_confirmed(self, entry_id: int, timeout: float) -> defer.Deferred:
         """Fires with True once the broker confirmed the entry, False after ``timeout``."""

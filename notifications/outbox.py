@@ -772,26 +772,39 @@ class Outbox(service.Service):
 
         return d.addCallbacks(stored, failed)
 
+    def known_delivery(self, delivery: str) -> bool | None:
+        """Whether the delivery id was seen within the window, when memory can tell
+        (alone, see the constructor); None when the database must be asked
+        (:meth:`check_delivery`)."""
+        if self._index is None:
+            return None
+        now = self.reactor.seconds()
+        seen = self._index.seen(delivery)
+        if seen is not None and seen > now - self.dedup_window:
+            return True
+        if self._index.complete(now - self.dedup_window):
+            return False
+        return None
+
     def check_delivery(self, delivery: str) -> defer.Deferred:
         """Fails with :class:`Duplicate` when the delivery id was seen within the
         window; nothing is written (see :meth:`record_delivery`)."""
-        now = self.reactor.seconds()
-        if self._index is not None:
-            seen = self._index.seen(delivery)
-            if seen is not None and seen > now - self.dedup_window:
-                return defer.fail(Duplicate(delivery))
-            if self._index.complete(now - self.dedup_window):
-                return defer.succeed(None)
-        return self._batcher.run(_CheckDelivery(delivery, now, self.dedup_window))
+        known = self.known_delivery(delivery)
+        if known is not None:
+            return defer.fail(Duplicate(delivery)) if known else defer.succeed(None)
+        return self._batcher.run(
+            _CheckDelivery(delivery, self.reactor.seconds(), self.dedup_window)
+        )
 
-    def record_delivery(self, delivery: str) -> defer.Deferred:
+    def record_delivery(self, delivery: str) -> defer.Deferred | None:
         """Remember a delivery id whose notifications were made durable elsewhere
         (confirmed by the broker): a redelivery is then a duplicate.
 
-        Shared with other workers, it fires once written, so that a redelivery
-        to another worker after the answer sees it. Alone, it fires at once:
-        the id is in memory, written in the background (lost only with the
-        process, when a redelivery is then published again, same message id).
+        Shared with other workers, it returns a Deferred that fires once written,
+        so that a redelivery to another worker after the answer sees it. Alone,
+        None: the id is in memory at once, written in the background (lost
+        only with the process, when a redelivery is then published again, with
+        the same message id).
         """
         now = self.reactor.seconds()
         d = self._batcher.run(_RecordDelivery(delivery, now))
@@ -803,7 +816,7 @@ class Outbox(service.Service):
                 "Could not remember the delivery id {delivery}", failure, delivery=delivery
             )
         )
-        return defer.succeed(None)
+        return None
 
     def remove(self, ids: Sequence[int]) -> defer.Deferred:
         """Forget entries the broker has confirmed."""

@@ -47,15 +47,20 @@ from .report import PUBLISHED, QUEUED, REQUEST_ID_BYTES, amqp_action, make_repor
 
 
 def _plain(request, status: int, body: str) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-    return body.encode()
+    return _answer_with(request, status, b"text/plain; charset=utf-8", body.encode())
 
 
 def _json(request, status: int, value: Any) -> bytes:
+    return _answer_with(request, status, b"application/json", dumps(value))
+
+
+def _answer_with(request, status: int, content_type: bytes, body: bytes) -> bytes:
+    # The length too: an answer written later (not returned by render) would
+    # otherwise go out chunked, framing and all, for a body known whole.
     request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return dumps(value)
+    request.setHeader(b"content-type", content_type)
+    request.setHeader(b"content-length", b"%d" % len(body))
+    return body
 
 
 class PublicRoot(Leaf):
@@ -390,9 +395,7 @@ class CallHandler:
         ):
             self._remember(publication.notification, entry, call.created)
             publications.append(
-                defer.succeed(
-                    amqp_action(self.exchange, entry[1], status=PUBLISHED if ok else QUEUED)
-                )
+                amqp_action(self.exchange, entry[1], status=PUBLISHED if ok else QUEUED)
             )
         return self._report(publications, call)
 
@@ -403,26 +406,25 @@ class CallHandler:
             return call.outcome, report
         failure.trap(OutboxError)
         publications = [
-            defer.succeed(amqp_action(self.exchange, entry[1], failure.value, status="failed"))
+            amqp_action(self.exchange, entry[1], failure.value, status="failed")
             for entry in call.entries
         ]
         return self._report(publications, call)
 
-    def _report(self, publications: list, call: _Call):
+    def _report(self, publications: list[dict], call: _Call):
+        """``(outcome, report)``, or a Deferred of it while side actions run."""
         call.start_side_actions()
-        waiting = publications + call.side_actions
-        if len(waiting) == 1:
-            d = waiting[0].addCallback(lambda action: [action])
-        else:
-            d = defer.gatherResults(waiting, consumeErrors=True)
+        if not call.side_actions:
+            # The common case, answered without a Deferred more.
+            return call.outcome, self._make_report(call, publications)
+        d = defer.gatherResults(call.side_actions, consumeErrors=True)
         return d.addCallback(
-            lambda actions: (
-                call.outcome,
-                make_report(
-                    call.outcome.gate, call.door, call.created, list(actions), call.request_id
-                ),
-            )
+            lambda actions: (call.outcome, self._make_report(call, publications + list(actions)))
         )
+
+    @staticmethod
+    def _make_report(call: _Call, actions: list) -> dict:
+        return make_report(call.outcome.gate, call.door, call.created, actions, call.request_id)
 
     def _remember(self, notification, entry, created: int) -> None:
         message_id, routing_key, _ = entry
