@@ -72,6 +72,9 @@ CREATE INDEX IF NOT EXISTS deliveries_seen ON deliveries (seen);
 #: Seconds a worker waits for another worker's hold on the deliveries database.
 DELIVERIES_BUSY_TIMEOUT = 10.0
 
+#: Seconds delivery ids remembered in memory wait to be written together (alone).
+WRITE_BEHIND = 0.2
+
 #: The deliveries database's file name (in the storage directory).
 DELIVERIES_NAME = "deliveries.sqlite3"
 
@@ -164,13 +167,13 @@ class _CheckDelivery:
 
 
 class _RecordDelivery:
-    """Remember a delivery id: the operation behind :meth:`Outbox.record_delivery`."""
+    """Remember delivery ids: the operation behind :meth:`Outbox.record_delivery`."""
 
-    __slots__ = ("delivery", "now")
+    __slots__ = ("rows",)
 
-    def __init__(self, delivery: str, now: float):
-        self.delivery = delivery
-        self.now = now
+    def __init__(self, rows: Sequence[tuple[str, float]]):
+        #: ``(delivery, seen)`` each.
+        self.rows = rows
 
 
 #: Operations on the deliveries database alone.
@@ -465,13 +468,14 @@ class _Batcher:
         return duplicates
 
     def _record_deliveries(self, operations: Sequence, results: list[tuple[bool, Any]]) -> None:
-        rows = [
-            (operation.delivery, operation.now)
-            for operation, (ok, _) in zip(operations, results, strict=True)
-            if ok
-            and isinstance(operation, _Add | _RecordDelivery)
-            and operation.delivery is not None
-        ]
+        rows: list[tuple[str, float]] = []
+        for operation, (ok, _) in zip(operations, results, strict=True):
+            if not ok:
+                continue
+            if isinstance(operation, _Add) and operation.delivery is not None:
+                rows.append((operation.delivery, operation.now))
+            elif isinstance(operation, _RecordDelivery):
+                rows.extend(operation.rows)
         if rows or self.deliveries.connection.in_transaction:
             self.deliveries.record(rows)
 
@@ -647,6 +651,9 @@ class Outbox(service.Service):
         self._batcher: _Batcher | None = None
         self.shared_deliveries = shared_deliveries
         self._index = _DeliveryIndex(index_size) if not shared_deliveries else None
+        #: Delivery ids remembered in memory and not yet written (alone).
+        self._behind: list[tuple[str, float]] = []
+        self._behind_call = None
 
     @property
     def opened(self) -> bool:
@@ -807,16 +814,25 @@ class Outbox(service.Service):
         the same message id).
         """
         now = self.reactor.seconds()
-        d = self._batcher.run(_RecordDelivery(delivery, now))
         if self._index is None:
-            return d
+            return self._batcher.run(_RecordDelivery([(delivery, now)]))
         self._index.add(delivery, now)
-        d.addErrback(
-            lambda failure: self.log.failure(
-                "Could not remember the delivery id {delivery}", failure, delivery=delivery
-            )
-        )
+        # Written together every WRITE_BEHIND seconds: one statement, one
+        # trip to the database thread for all the calls of that time.
+        self._behind.append((delivery, now))
+        if self._behind_call is None:
+            self._behind_call = self.reactor.callLater(WRITE_BEHIND, self._write_behind)
         return None
+
+    def _write_behind(self) -> None:
+        self._behind_call = None
+        rows, self._behind = self._behind, []
+        if rows:
+            self._batcher.run(_RecordDelivery(rows)).addErrback(
+                lambda failure: self.log.failure(
+                    "Could not remember {count} delivery ids", failure, count=len(rows)
+                )
+            )
 
     def remove(self, ids: Sequence[int]) -> defer.Deferred:
         """Forget entries the broker has confirmed."""
@@ -859,6 +875,10 @@ class Outbox(service.Service):
 
     def close(self) -> defer.Deferred:
         """Finish the queued operations, close the databases, let go of the lock."""
+        if self._batcher is not None:
+            if self._behind_call is not None and self._behind_call.active():
+                self._behind_call.cancel()
+            self._write_behind()
         batcher, self._batcher = self._batcher, None
         if batcher is None:
             return defer.succeed(None)

@@ -524,6 +524,10 @@ class DeliverTests(DispatcherTestCase):
         self.assertEqual(delivery_ids(dispatcher.outbox), [])
         publisher.confirm()
         self.assertEqual(self.successResultOf(d), [True])
+        # Remembered at once (a redelivery is a duplicate), written behind.
+        self.failureResultOf(dispatcher.deliver(new_entries(1), "delivery-7", 2.0), Duplicate)
+        self.assertEqual(delivery_ids(dispatcher.outbox), [])
+        self.clock.advance(0.2)
         self.assertEqual(delivery_ids(dispatcher.outbox), ["delivery-7"])
         again = dispatcher.deliver(new_entries(1, prefix="again"), "delivery-7", 2.0)
         self.failureResultOf(again, Duplicate)

@@ -566,10 +566,15 @@ async def test_alone_a_delivery_is_checked_in_memory_and_written_behind(tmp_path
         await outbox.check_delivery("d-1")
         assert statements == []  # no trip to the database thread
         assert outbox.record_delivery("d-1") is None  # nothing to wait for
+        assert outbox.record_delivery("d-2") is None
         with pytest.raises(Duplicate):
             await outbox.check_delivery("d-1")
+        assert statements == []
+        # Written behind, the two in one statement.
+        await task.deferLater(reactor, 0.3)
         await outbox.load(0, 1)  # after the record, in the thread's order
         assert statements[0] == "deliveries: INSERT OR REPLACE"
+        assert count_rows(outbox.deliveries_path, "deliveries") == 2
     finally:
         await outbox.close()
     # Read again at the next start.
@@ -578,7 +583,7 @@ async def test_alone_a_delivery_is_checked_in_memory_and_written_behind(tmp_path
     try:
         with pytest.raises(Duplicate):
             await again.check_delivery("d-1")
-        await again.check_delivery("d-2")
+        await again.check_delivery("d-3")
     finally:
         await again.close()
 
