@@ -377,6 +377,12 @@ class AMQPClient(AMQClient):
         self._nack = basic.methods.byname["nack"]
 
     def connectionMade(self) -> None:
+        # Nagle's algorithm would hold a publication back while the broker has
+        # not acknowledged the previous one's segment: a call waits for its
+        # confirm, so every millisecond there is a millisecond of answer.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         super().connectionMade()
         if self.connection_made_hook is not None:
             self.connection_made_hook(self)
