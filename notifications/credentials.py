@@ -36,6 +36,7 @@ from typing import Any
 
 from .config import parse_services
 from .errors import ConfigError
+from .files import replace_file, sync_folder
 
 #: The longest door name, in UTF-8 bytes (it is a URL segment and a routing-key word).
 DOOR_MAX_BYTES = 100
@@ -152,34 +153,6 @@ class Snapshot:
             other.size,
             other.mtime_ns,
         )
-
-
-def replace_file(path: Path, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
-    """Write ``path`` whole or not at all: a temporary file beside it, with ``mode``
-    (and ``owner``), synced, renamed over it; the folder synced."""
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            os.fchmod(file.fileno(), mode)
-            if owner is not None and owner != (os.geteuid(), os.getegid()):
-                os.fchown(file.fileno(), *owner)
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    sync_folder(path.parent)
-
-
-def sync_folder(folder: Path) -> None:
-    """Make a rename in ``folder`` durable."""
-    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def write_secret_file(path: Path, secret: str) -> None:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from twisted.application import service
 from twisted.internet import threads
 from twisted.logger import Logger
 
+from .files import replace_file
 from .lockfile import HeldElsewhere, HeldFile, holder
 
 PID_NAME = "notifications.pid"
@@ -42,20 +42,6 @@ def read_reload(storage: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write a file whole or not at all: a temporary file beside it, synced, renamed."""
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 class DaemonFiles(service.Service):
@@ -104,7 +90,7 @@ class DaemonFiles(service.Service):
         d = threads.deferToThreadPool(
             self.reactor,
             self.reactor.getThreadPool(),
-            write_atomically,
+            replace_file,
             self.storage / RELOAD_NAME,
             data,
         )

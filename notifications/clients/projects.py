@@ -15,8 +15,6 @@ Nothing here ever fails a story: any failure is logged and gives no projects.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from ..config import Config, Service
+from ..files import replace_file
 from ..gates.phabricator import NOT_CACHED, PhabricatorGate
 from ..renderers import dig
 from ..renderers.phabricator import object_type
@@ -77,16 +76,8 @@ def write_cache(path: Path, instance: str, names: dict[str, str], refreshed: flo
     """Write the map atomically: a reader sees the old file or the new one (blocking)."""
     content = {"instance": instance, "refreshed": int(refreshed), "projects": names}
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(content, stream, ensure_ascii=False, indent=1, sort_keys=True)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    data = json.dumps(content, ensure_ascii=False, indent=1, sort_keys=True).encode("utf-8")
+    replace_file(path, data)
 
 
 def names_of_answer(result: Any) -> dict[str, str]:
