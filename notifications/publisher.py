@@ -14,20 +14,12 @@ import struct
 import time
 from collections import OrderedDict
 
-from twisted.application import service
-from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
 from twisted.logger import Logger
 
-from .amqp.connection import (
-    AMQPFactory,
-    BrokerEvents,
-    PublishEncoder,
-    broker_endpoint,
-    describe_error,
-    open_channel,
-)
+from .amqp.connection import PublishEncoder
+from .amqp.reconnecting import ReconnectingConnection
 from .config import BrokerConfig
 
 
@@ -108,7 +100,7 @@ class Confirms:
         return settled
 
 
-class Publisher(BrokerEvents, service.Service):
+class Publisher(ReconnectingConnection):
     """Publishes notifications on the exchange over one persistent connection."""
 
     log = Logger()
@@ -121,12 +113,8 @@ class Publisher(BrokerEvents, service.Service):
     ):
         """``archive``: an :class:`~notifications.archive.ArchiveDeclarer`, whose stream is
         declared on each connection before anything is published on it."""
-        self.broker = broker
-        self.reactor = reactor
+        super().__init__(broker, reactor, retry_policy, endpoint)
         self.archive = archive
-        #: Where to connect; tests give an endpoint they drive by hand.
-        self.endpoint = endpoint or broker_endpoint(reactor, broker)
-        self.retry_policy = retry_policy or backoffPolicy(initialDelay=0.5, maxDelay=30.0)
         self.client = None
         self.channel = None
         #: The frames of basic.publish for the current connection.
@@ -138,13 +126,11 @@ class Publisher(BrokerEvents, service.Service):
         self.confirms = Confirms()
         #: When the broker began refusing (nack) without accepting anything since.
         self._refusing_since: float | None = None
-        self._client_service: ClientService | None = None
         self._ready_waiters: list[defer.Deferred] = []
         #: Called (without arguments) each time a connection is ready.
         self.connected_listeners: list = []
         self.unroutable = 0
         self._unroutable_keys: set[str] = set()
-        self._setup_failures = 0
 
     @property
     def exchange(self) -> str:
@@ -159,32 +145,6 @@ class Publisher(BrokerEvents, service.Service):
         """The node (``host:port``) the daemon is connected to, or None."""
         return self.client.node if self.client is not None else None
 
-    # Service ---------------------------------------------------------------
-
-    def startService(self) -> None:
-        super().startService()
-        # The AMQP set-up runs from amqp_connection_made rather than as
-        # ClientService's prepareConnection: a rejected prepared connection
-        # stays open there, and closing it ourselves makes the service's state
-        # machine fail (no transition for a disconnect while waiting). A
-        # connection we close from the Connected state is retried normally;
-        # set-up failures are added to the attempt count so that, say, a wrong
-        # password still backs off.
-        self._client_service = ClientService(
-            self.endpoint,
-            AMQPFactory(self.broker, self.reactor, listener=self),
-            retryPolicy=lambda attempt: self.retry_policy(attempt + self._setup_failures),
-            clock=self.reactor,
-        )
-        self._client_service.startService()
-
-    def stopService(self) -> defer.Deferred:
-        super().stopService()
-        client_service, self._client_service = self._client_service, None
-        if client_service is None:
-            return defer.succeed(None)
-        return client_service.stopService()
-
     def when_connected(self) -> defer.Deferred:
         """Fires once a prepared connection is up (at once if it is)."""
         if self.connected:
@@ -195,19 +155,14 @@ class Publisher(BrokerEvents, service.Service):
 
     # Connection life -------------------------------------------------------
 
-    def amqp_connection_made(self, client) -> None:
-        """A new TCP connection to the broker: log in, open the channel, confirm mode."""
-        client.node = getattr(self.endpoint, "current", "")
-        d = open_channel(client, self.broker)
-        d.addCallback(lambda channel: self._confirm(client, channel))
-        d.addTimeout(self.broker.connect_timeout, self.reactor)
-        d.addErrback(self._setup_failed, client)
-
     @defer.inlineCallbacks
-    def _confirm(self, client, channel):
+    def prepare(self, client, channel):
+        """Confirm mode, and the archive declared before anything is published."""
         yield channel.confirm_select()
         if self.archive is not None:
             yield self.archive.declare(client)
+
+    def ready(self, client, channel) -> None:
         # A new channel numbers its messages from 1 again.
         self.confirms.fail_all(ConnectionLost("the broker connection was replaced"))
         self._refusing_since = None
@@ -216,7 +171,6 @@ class Publisher(BrokerEvents, service.Service):
         )
         self.client = client
         self.channel = channel
-        self._setup_failures = 0
         self.connections += 1
         self.connected_since = self.reactor.seconds()
         self.disconnected_since = None
@@ -225,25 +179,13 @@ class Publisher(BrokerEvents, service.Service):
             node=client.node,
             exchange=self.broker.exchange,
         )
-        client.disconnected.wait().addCallback(lambda _: self._lost(client))
         waiters, self._ready_waiters = self._ready_waiters, []
         for waiter in waiters:
             waiter.callback(self)
         for listener in self.connected_listeners:
             listener()
 
-    def _setup_failed(self, failure, client) -> None:
-        self._setup_failures += 1
-        if self.running:
-            self.log.warn(
-                "Could not set up the broker connection to {node}: {error}",
-                node=client.node,
-                error=describe_error(failure.value),
-            )
-        if client.transport is not None:
-            client.transport.abortConnection()
-
-    def _lost(self, client) -> None:
+    def lost(self, client) -> None:
         if client is not self.client:
             return
         self.client = None

@@ -302,11 +302,11 @@ class ConfirmTests(PublisherTestCase):
         confirms = self.pending(3)
         self.publisher.broker_ack(Confirm(1))
 
-        self.publisher._lost(object())  # an older connection: ignored
+        self.publisher.lost(object())  # an older connection: ignored
         self.assertNoResult(confirms[1])
 
         self.clock.advance(42)
-        self.publisher._lost(client)
+        self.publisher.lost(client)
         for confirm in confirms[1:]:
             self.failureResultOf(confirm, ConnectionLost)
         status = self.publisher.status()
