@@ -5,8 +5,9 @@ No timing is asserted here (timings are noisy): only that the four scenarios
 receiver, the gateway and a 2-worker run; outage, overload, memory) run to
 the end, print their tables and targets, that every call answered 2xx by the
 FastAPI receiver and by the gateway was counted in the queue, and that the
-overload run's refusals were all 503 with Retry-After; and that ``compare``
-runs another revision's daemon from git beside this checkout's.
+overload run's refusals were all 503 with Retry-After; that ``compare``
+runs another revision's daemon from git beside this checkout's; and that
+``archive`` runs the gateway with the archive off and on, in turn.
 
 The FastAPI receiver runs in a virtual environment of its own, made once per
 machine (about 20 s, from PyPI) in ``~/.cache/notifications-benchmarks/``
@@ -121,4 +122,16 @@ def test_benchmark_compare_smoke():
     assert re.search(r"4 connections: .* medians: req/s × [0-9.]+, CPU per call", output), output
     assert output.count(": messages in the queue = 2xx answers") == 4, output
     assert "FAIL" not in output.replace("result: PASS", ""), output
+    assert "result: PASS" in output, output
+
+
+def test_benchmark_archive_smoke():
+    """Two rounds, the archive off and on in alternating order, every call counted."""
+    output = _run("archive", "--smoke", "--connections", "4", "--rounds", "2")
+    runs = re.findall(r"^  archive-(on|off)-4-round(\d): \d+ req/s", output, re.MULTILINE)
+    assert runs == [("off", "1"), ("on", "1"), ("on", "2"), ("off", "2")], output
+    assert "Archive off and on (GitHub push" in output, output
+    assert re.search(r"4 connections: median req/s on / off = [0-9.]+", output), output
+    assert re.search(r"(MET|NOT MET) +archive on within 10% of off, 4 connections", output), output
+    assert output.count(": messages in the queue = 2xx answers") == 4, output
     assert "result: PASS" in output, output

@@ -4,14 +4,16 @@ default twisted.web server with its warm-up and wrk run."""
 
 from __future__ import annotations
 
+import collections
 import shutil
+import statistics
 import time
 import uuid
 from pathlib import Path
 
 from ..base import ROOT
 from ..load import Load, github_request, run_wrk
-from ..outcome import count_check, load_checks
+from ..outcome import count_check, cpu_per_call, load_checks, ms
 from ..profiling import print_profile, start_profiler, summarize_profile
 from ..servers import (
     start_bare,
@@ -180,3 +182,77 @@ def fastapi_run(
         if server is not None:
             server.stop_and_check(outcome, label)
         broker.teardown(exchange, queue)
+
+
+def alternating_rounds(
+    options, workdir, broker, outcome, scenario: str, variants: list[tuple[str, str, dict]]
+) -> dict[tuple[str, int], list[Load]]:
+    """The gateway in each variant, round after round, in alternating order.
+
+    ``variants``: (label prefix, name, keyword arguments of :func:`gateway_run`).
+    Figures taken minutes apart on a shared machine drift: only variants run
+    side by side, in ABBA order (A B, B A, A B…), compare. Returns the loads
+    of each (name, connections); each run is a row of the outcome too.
+    """
+    loads: dict[tuple[str, int], list[Load]] = collections.defaultdict(list)
+    for index in range(options.rounds):
+        for prefix, name, arguments in variants if index % 2 == 0 else variants[::-1]:
+            for connections in options.connections:
+                label = f"{prefix}-{connections}-round{index + 1}"
+                load, in_queue, verdict = gateway_run(
+                    options,
+                    workdir,
+                    broker,
+                    outcome,
+                    github_request,
+                    connections,
+                    label,
+                    options.duration,
+                    **arguments,
+                )
+                loads[name, connections].append(load)
+                outcome.rows.append(
+                    load.as_dict()
+                    | {"scenario": scenario, "variant": name, "round": index + 1}
+                    | {"in_queue": in_queue, "count": verdict}
+                )
+                print(
+                    f"  {label}: {load.rate:.0f} req/s, {cpu_per_call(load):.0f} µs of CPU per "
+                    f"call, p99 {ms(load.latency_ms['p99'])} ms, {in_queue} in the queue {verdict}",
+                    flush=True,
+                )
+    return loads
+
+
+def spread(values: list[float], digits: str = ".0f") -> str:
+    """``low–high`` of some figures (one figure when they are all the same)."""
+    low, high = min(values), max(values)
+    return f"{low:{digits}}" if low == high else f"{low:{digits}}–{high:{digits}}"
+
+
+def print_variants(
+    title: str, names: list[str], loads: dict[tuple[str, int], list[Load]], connections: list[int]
+) -> None:
+    """The table of :func:`alternating_rounds`: the spread of each figure per variant."""
+    width = max(12, *(len(name) for name in names))
+    print(f"\n{title}")
+    header = (
+        f"{'variant':<{width}} {'conns':>5} {'req/s':>13} {'p50 ms':>11} {'p99 ms':>11} "
+        f"{'CPU µs/call':>11}"
+    )
+    print(header)
+    print("-" * len(header))
+    for count in connections:
+        for name in names:
+            runs = loads[name, count]
+            print(
+                f"{name:<{width}} {count:>5} {spread([x.rate for x in runs]):>13} "
+                f"{spread([x.latency_ms['p50'] for x in runs], '.1f'):>11} "
+                f"{spread([x.latency_ms['p99'] for x in runs], '.1f'):>11} "
+                f"{spread([cpu_per_call(x) for x in runs]):>11}"
+            )
+
+
+def median_ratio(new: list[Load], old: list[Load], figure) -> float:
+    """The ratio of the medians of a figure (``figure(load)``) of two variants."""
+    return statistics.median(map(figure, new)) / (statistics.median(map(figure, old)) or 1)
