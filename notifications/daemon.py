@@ -9,6 +9,10 @@
   dispatcher);
 - the :class:`~notifications.clients.ClientsService` (the HTTP clients of the
   side actions);
+- the :class:`~notifications.consumer.ConsumerConnection`, the reading
+  connection, and what reads over it: the archive's last notifications, the
+  :class:`~notifications.events.EventStreams` of ``GET /events`` and the
+  :class:`~notifications.subscriptions.Subscriptions` (outgoing webhooks);
 - the :class:`ConfigurationReloader` (SIGHUP);
 - the web app, whose sites the caller puts on its listening ports.
 
@@ -37,6 +41,7 @@ from .daemonfiles import DaemonFiles
 from .delivery import DeliveryService, make_delivery
 from .gates import make_gates
 from .outbox import OutboxUnavailable
+from .subscriptions import Subscriptions
 from .web import WebApp
 
 log = Logger()
@@ -53,6 +58,7 @@ AT_NEXT_START = (
     "mailgun_hosts",
     "dockerhub_base_url",
     "archive",
+    "subscriptions",
 )
 
 #: Features that shape the resource tree (the others are read per request).
@@ -189,6 +195,7 @@ class Daemon:
     clients: Clients
     reloader: ConfigurationReloader
     consumer: ConsumerConnection
+    subscriptions: Subscriptions
 
 
 def build_daemon(
@@ -233,6 +240,9 @@ def build_daemon(
         recent = RecentNotifications(config.archive.queue, reactor)
         consumer.add_user(recent)
     consumer.setServiceParent(top)
+    subscriptions = Subscriptions(config, reactor)
+    consumer.add_user(subscriptions)
+    subscriptions.setServiceParent(top)
     app = WebApp(
         config,
         delivery.dispatcher,
@@ -244,12 +254,12 @@ def build_daemon(
     reloader = ConfigurationReloader(
         config.path,
         config,
-        [app.reconfigure, clients.reconfigure, delivery.reconfigure],
+        [app.reconfigure, clients.reconfigure, delivery.reconfigure, subscriptions.reconfigure],
         reactor,
         reported=files.reloaded if files is not None else None,
     )
     reloader.setServiceParent(top)
-    return Daemon(top, app, delivery, clients, reloader, consumer)
+    return Daemon(top, app, delivery, clients, reloader, consumer, subscriptions)
 
 
 def endpoint(option: str, description: str, reactor):

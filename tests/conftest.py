@@ -230,6 +230,54 @@ async def _settle() -> None:
     await d
 
 
+@dataclass
+class WholeDaemon:
+    """Every service of one daemon process (``notifications.daemon.build_daemon``: the
+    reading connection, event streams and subscriptions included), in the test's
+    reactor, its site on 127.0.0.1."""
+
+    url: str
+    config: Config
+    daemon: Any
+    port: Any
+
+    async def post(self, path: str, value: dict) -> tuple[int, bytes]:
+        response = await treq.post(
+            self.url + path,
+            json.dumps(value).encode(),
+            headers={"Content-Type": ["application/json"]},
+        )
+        return response.code, await response.content()
+
+    async def stop(self) -> None:
+        """Stop it (again is fine): the port, then every service."""
+        if self.port is not None:
+            await self.port.stopListening()
+            self.port = None
+        if self.daemon.top.running:
+            await self.daemon.top.stopService()
+        await defer.Deferred.fromCoroutine(_settle())
+
+
+async def start_whole_daemon(config: Config, surface: str = "all") -> WholeDaemon:
+    """Build and start a whole daemon; ready once both broker connections are up."""
+    from notifications.daemon import build_daemon
+
+    daemon = build_daemon(config, reactor)
+    daemon.top.startService()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        daemon.app.site(surface)
+    )
+    running = WholeDaemon(f"http://127.0.0.1:{port.getHost().port}", config, daemon, port)
+    try:
+        await daemon.delivery.publisher.when_connected().addTimeout(10, reactor)
+        await wait_for(lambda: daemon.consumer.connected)
+    except BaseException:
+        await running.stop()
+        raise
+    return running
+
+
 @pytest.fixture
 def config_dir(tmp_path) -> Path:
     return tmp_path
