@@ -300,6 +300,23 @@ def read_figures(directory: Path) -> dict[str, SubscriptionFigures]:
     return {name: SubscriptionFigures.from_kept(value) for name, value in kept.items()}
 
 
+def kept_figures(storage: Path) -> dict[str, SubscriptionFigures]:
+    """The figures kept in a storage directory and its workers' folders, added up
+    (with ``--workers``, each worker keeps its own; the last error is the latest)."""
+    storage = Path(storage)
+    total: dict[str, SubscriptionFigures] = {}
+    for directory in [storage, *sorted(storage.glob("worker-*"))]:
+        for name, figures in read_figures(directory).items():
+            sum_ = total.setdefault(name, SubscriptionFigures())
+            for counter in ("delivered", "retried", "dead_lettered", "skipped"):
+                setattr(sum_, counter, getattr(sum_, counter) + getattr(figures, counter))
+            if (figures.last_error_time or 0) > (sum_.last_error_time or 0):
+                sum_.last_error, sum_.last_error_time = figures.last_error, figures.last_error_time
+            if (figures.last_delivered_time or 0) > (sum_.last_delivered_time or 0):
+                sum_.last_delivered_time = figures.last_delivered_time
+    return total
+
+
 class _Channel(ChannelEvents):
     """The listener of one of a subscriber's channels: tells it what happens there."""
 

@@ -11,16 +11,24 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 
+import pytest
 import pytest_twisted
-from twisted.internet import reactor
+from twisted.internet import defer, reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
+from txamqp.content import Content
 
-from notifications.amqp.connection import connect
+from notifications.amqp.connection import ChannelEvents, connect
+from notifications.amqp.fieldtable import Int64
 from notifications.config import dead_letter_exchange, dead_letter_queue, subscription_queue
+from notifications.subscriptions import delivery_count
 from tests.conftest import make_config, start_whole_daemon, wait_for
 from tests.fakes import FakeReceiver
+from tests.test_cli import cli
 
 SECRET = "receiver-signing-secret"
 
@@ -39,7 +47,13 @@ def subscription_toml(name: str, url: str, patterns=("acme.#",), **settings) -> 
 
 
 def notification(text: str, project: str = "Acme") -> dict:
-    return {"service": "Deployer", "project": project, "group": "ops", "type": "deploy", "text": text}
+    return {
+        "service": "Deployer",
+        "project": project,
+        "group": "ops",
+        "type": "deploy",
+        "text": text,
+    }
 
 
 def verified(recorded) -> dict:
@@ -121,3 +135,224 @@ async def test_a_receiver_down_for_ten_seconds_gets_everything_once_in_order(
     finally:
         await daemon.stop()
         await receiver.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_receiver_failing_forever_gets_max_attempts_then_the_dead_letter_queue(
+    tmp_path, broker, subscribed
+):
+    receiver = await FakeReceiver().start()
+    receiver.mode = "http-500"
+    subscribed.append("flaky")
+    toml = subscription_toml(
+        "flaky",
+        receiver.url + "/hook",
+        allow_private=True,
+        initial_delay=0.3,
+        max_delay=2.0,
+        max_attempts=4,
+    )
+    config = make_config(tmp_path, broker, toml=toml)
+    config_file = tmp_path / "notifications.toml"
+    daemon = await start_whole_daemon(config)
+    subscriber = daemon.daemon.subscriptions.subscribers["flaky"]
+    try:
+        code, _ = await daemon.post("/gate/Notification/Acme", notification("doomed"))
+        assert code == 200
+        await wait_for(lambda: subscriber.figures.dead_lettered == 1, timeout=20)
+        await sleep(1.0)  # no fifth attempt comes
+        assert len(receiver.requests) == 4
+        assert [int(r.headers["x-notifications-attempt"]) for r in receiver.requests] == [
+            1,
+            2,
+            3,
+            4,
+        ]
+        ids = {r.headers["x-notifications-id"] for r in receiver.requests}
+        assert len(ids) == 1  # the same id on every attempt
+        times = [r.time for r in receiver.requests]
+        waits = [later - earlier for earlier, later in itertools.pairwise(times)]
+        # Doubling from initial_delay (0.3, 0.6, 1.2 s), plus up to 0.3 s of jitter.
+        for wait, least in zip(waits, (0.3, 0.6, 1.2), strict=True):
+            assert wait >= least - 0.02, waits
+        assert waits[2] > waits[0], waits
+        assert subscriber.figures.retried == 3
+        assert "HTTP 500" in subscriber.figures.last_error
+    finally:
+        await daemon.stop()  # keeps the figures in the storage directory
+
+    code, out, err = await cli(config_file, "subscriptions", "status")
+    assert code == 0, err
+    [row] = [line.split() for line in out.splitlines() if line.startswith("flaky")]
+    # subscription, receiver, waiting, delivered, retried, dead, then the last error.
+    assert row[:6] == ["flaky", receiver.url, "0", "0", "3", "1"], out
+    assert "HTTP 500" in out
+
+    receiver.mode = "normal"
+    code, out, err = await cli(config_file, "subscriptions", "replay", "flaky")
+    assert (code, err) == (0, ""), err
+    assert out.startswith("1 notifications moved from ")
+
+    daemon = await start_whole_daemon(config)
+    try:
+        await wait_for(lambda: len(receiver.requests) == 5, timeout=10)
+        await sleep(1.0)
+        assert len(receiver.requests) == 5
+        replayed = receiver.requests[-1]
+        assert verified(replayed)["text"] == "doomed"
+        assert replayed.headers["x-notifications-id"] in ids
+        assert replayed.headers["x-notifications-attempt"] == "1"
+        assert replayed.headers["x-notifications-routing-key"] == "acme.ops.deployer.deploy"
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+    code, out, err = await cli(config_file, "subscriptions", "status")
+    [row] = [line.split() for line in out.splitlines() if line.startswith("flaky")]
+    assert row[:6] == ["flaky", receiver.url, "0", "1", "3", "0"], out
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hanging_receiver_does_not_delay_another(tmp_path, broker, subscribed):
+    hanging = await FakeReceiver().start()
+    hanging.mode = "hang"
+    healthy = await FakeReceiver().start()
+    subscribed.extend(["hanging", "healthy"])
+    toml = "[http]\ntimeout = 4\n" + "".join(
+        subscription_toml(name, receiver.url + "/hook", allow_private=True, max_delay=2.0)
+        for name, receiver in (("hanging", hanging), ("healthy", healthy))
+    )
+    daemon = await start_whole_daemon(make_config(tmp_path, broker, toml=toml))
+    try:
+        posted = []
+        for index in range(10):
+            posted.append(reactor.seconds())
+            code, _ = await daemon.post("/gate/Notification/Acme", notification(f"t{index}"))
+            assert code == 200
+            await sleep(0.2)
+        await wait_for(lambda: len(healthy.requests) == 10, timeout=5)
+        delays = [r.time - sent for r, sent in zip(healthy.requests, posted, strict=True)]
+        assert max(delays) < 1.0, delays
+        assert [verified(r)["text"] for r in healthy.requests] == [f"t{i}" for i in range(10)]
+        # The hanging receiver holds the first one (nothing after it goes there).
+        assert [verified(r)["text"] for r in hanging.requests] == ["t0"]
+    finally:
+        await daemon.stop()
+        await hanging.stop()
+        await healthy.stop()
+
+
+class _Counting(Factory):
+    """A TCP server that only counts the connections it accepts."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+
+    def buildProtocol(self, addr):
+        self.connections += 1
+        return Protocol()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_name_resolving_to_a_private_address_is_refused_when_connecting(
+    tmp_path, broker, subscribed
+):
+    counting = _Counting()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(counting)
+    number = port.getHost().port
+    subscribed.append("sneaky")
+    # https and a name: the configuration accepts it; /etc/hosts says localhost is 127.0.0.1.
+    toml = subscription_toml(
+        "sneaky", f"https://localhost:{number}/hook", initial_delay=0.2, max_attempts=2
+    )
+    daemon = await start_whole_daemon(make_config(tmp_path, broker, toml=toml))
+    subscriber = daemon.daemon.subscriptions.subscribers["sneaky"]
+    try:
+        code, _ = await daemon.post("/gate/Notification/Acme", notification("to localhost"))
+        assert code == 200
+        await wait_for(lambda: subscriber.figures.dead_lettered == 1, timeout=10)
+        assert subscriber.figures.retried == 1
+        error = subscriber.figures.last_error
+        assert error.startswith(f"subscription sneaky at https://localhost:{number}: ")
+        assert "localhost resolves to 127.0.0.1, which is not a public address" in error
+        assert counting.connections == 0  # refused before connecting
+    finally:
+        await daemon.stop()
+        await port.stopListening()
+
+
+def test_a_private_address_in_the_url_is_refused_at_start(tmp_path, broker):
+    from notifications.errors import ConfigError
+
+    toml = subscription_toml("local", "http://127.0.0.1:8000/hook")
+    with pytest.raises(ConfigError) as refused:
+        make_config(tmp_path, broker, toml=toml)
+    assert "subscriptions[0] (local): url plain http is allowed only with allow_private" in str(
+        refused.value
+    )
+    toml = subscription_toml("local", "https://127.0.0.1:8000/hook")
+    with pytest.raises(ConfigError) as refused:
+        make_config(tmp_path, broker, toml=toml)
+    assert "127.0.0.1 is not a public address" in str(refused.value)
+    # Allowed when the subscription says so.
+    toml = subscription_toml("local", "http://127.0.0.1:8000/hook", allow_private=True)
+    assert make_config(tmp_path, broker, toml=toml).subscriptions[0].allow_private
+
+
+# What RabbitMQ 3.10 does with a quorum queue, which the subscriber relies on ----------------
+
+
+class _Deliveries(ChannelEvents):
+    def __init__(self) -> None:
+        self.queue: defer.DeferredQueue = defer.DeferredQueue()
+
+    def deliver(self, message) -> None:
+        self.queue.put(message)
+
+
+async def _consume_one(client, queue: str):
+    listener = _Deliveries()
+    channel = await client.open_extra_channel(listener)
+    await channel.basic_qos(prefetch_count=1)
+    await channel.basic_consume(queue=queue, no_ack=False)
+    message = await listener.queue.get().addTimeout(5, reactor)
+    return channel, listener, message
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_broker_requeues_a_reject_at_the_tail_and_a_closed_channel_at_the_head(broker):
+    queue = f"{broker.exchange}.order"
+    client, channel = await connect(reactor, broker)
+    try:
+        await channel.queue_declare(queue=queue, durable=True, arguments={"x-queue-type": "quorum"})
+        for index in range(4):
+            channel.basic_publish(
+                exchange="", routing_key=queue, content=Content(str(index).encode())
+            )
+        await sleep(0.3)
+        # A reject with requeue: the message goes to the tail (the order is lost).
+        consuming, listener, first = await _consume_one(client, queue)
+        assert (first.content.body, delivery_count(first)) == (b"0", 0)
+        consuming.basic_reject(delivery_tag=first.delivery_tag, requeue=True)
+        second = await listener.queue.get().addTimeout(5, reactor)
+        assert second.content.body == b"1"
+        # A closed channel: back at the head, counted in x-delivery-count (type l).
+        await client.close_extra_channel(consuming)
+        for count in (1, 2):
+            consuming, _, again = await _consume_one(client, queue)
+            headers = again.content.properties["headers"]
+            assert (again.content.body, headers["x-delivery-count"]) == (b"1", count)
+            assert isinstance(headers["x-delivery-count"], Int64)
+            await client.close_extra_channel(consuming)
+        consuming, listener, head = await _consume_one(client, queue)
+        bodies = [head.content.body]
+        consuming.basic_ack(delivery_tag=head.delivery_tag)
+        for _ in range(3):
+            message = await listener.queue.get().addTimeout(5, reactor)
+            bodies.append(message.content.body)
+            consuming.basic_ack(delivery_tag=message.delivery_tag)
+        assert bodies == [b"1", b"2", b"3", b"0"]
+        await client.close_extra_channel(consuming)
+    finally:
+        await channel.queue_delete(queue=queue)
+        await channel.exchange_delete(exchange=broker.exchange)
+        await client.close(within=2)
