@@ -39,6 +39,7 @@ from .config import Config, ConfigError, describe_previous_secrets, load_config
 from .consumer import ConsumerConnection
 from .daemonfiles import DaemonFiles
 from .delivery import DeliveryService, make_delivery
+from .events import EventStreams
 from .gates import make_gates
 from .outbox import OutboxUnavailable
 from .subscriptions import Subscriptions
@@ -196,6 +197,7 @@ class Daemon:
     reloader: ConfigurationReloader
     consumer: ConsumerConnection
     subscriptions: Subscriptions
+    events: EventStreams
 
 
 def build_daemon(
@@ -243,6 +245,9 @@ def build_daemon(
     subscriptions = Subscriptions(config, reactor)
     consumer.add_user(subscriptions)
     subscriptions.setServiceParent(top)
+    events = EventStreams(config, reactor)
+    consumer.add_user(events)
+    events.setServiceParent(top)
     app = WebApp(
         config,
         delivery.dispatcher,
@@ -250,16 +255,24 @@ def build_daemon(
         reactor,
         service_status=lambda service: projects_map_status(clients.config, service),
         archive_recent=recent,
+        events=events,
+        subscriptions=subscriptions,
     )
     reloader = ConfigurationReloader(
         config.path,
         config,
-        [app.reconfigure, clients.reconfigure, delivery.reconfigure, subscriptions.reconfigure],
+        [
+            app.reconfigure,
+            clients.reconfigure,
+            delivery.reconfigure,
+            subscriptions.reconfigure,
+            events.reconfigure,
+        ],
         reactor,
         reported=files.reloaded if files is not None else None,
     )
     reloader.setServiceParent(top)
-    return Daemon(top, app, delivery, clients, reloader, consumer, subscriptions)
+    return Daemon(top, app, delivery, clients, reloader, consumer, subscriptions, events)
 
 
 def endpoint(option: str, description: str, reactor):

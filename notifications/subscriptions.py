@@ -58,7 +58,7 @@ import hmac
 import json
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -269,6 +269,20 @@ class SubscriptionFigures:
 
     def kept(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.KEPT}
+
+    def report(self) -> dict[str, Any]:
+        """The figures as ``/status.json`` gives them."""
+        return {
+            "delivered": self.delivered,
+            "retried": self.retried,
+            "deadLettered": self.dead_lettered,
+            "skipped": self.skipped,
+            "waiting": self.waiting,
+            "dead": self.dead,
+            "lastError": self.last_error,
+            "lastErrorTime": self.last_error_time,
+            "lastDeliveredTime": self.last_delivered_time,
+        }
 
     @classmethod
     def from_kept(cls, value: Any) -> SubscriptionFigures:
@@ -724,19 +738,3 @@ class Subscriptions(service.Service):
             )
         except OSError as error:
             self.log.warn("Could not keep the subscriptions' figures: {error}", error=error)
-
-
-def figures_report(figures: SubscriptionFigures) -> dict[str, Any]:
-    """The figures as ``/status.json`` gives them."""
-    value = asdict(figures)
-    return {
-        "delivered": value["delivered"],
-        "retried": value["retried"],
-        "deadLettered": value["dead_lettered"],
-        "skipped": value["skipped"],
-        "waiting": value["waiting"],
-        "dead": value["dead"],
-        "lastError": value["last_error"],
-        "lastErrorTime": value["last_error_time"],
-        "lastDeliveredTime": value["last_delivered_time"],
-    }
