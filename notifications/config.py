@@ -568,8 +568,8 @@ def _entries(data: dict[str, Any], section: str, path: Path) -> list[tuple[str, 
                 "with a letter or a digit",
             )
         if name in taken:
-            raise ConfigError(path, f"{where}: the name {name!r} is already {taken[name]}'s")
-        taken[name] = where
+            raise ConfigError(path, f"{where}: the name {name!r} is already taken by {taken[name]}")
+        taken[name] = f"{section}[{index}]"
         checked.append((where, entry))
     return checked
 
