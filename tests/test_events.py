@@ -12,19 +12,21 @@ import json
 import os
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest_twisted
 import treq.client
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
+from twisted.logger import formatEvent, globalLogPublisher
 from twisted.web.client import Agent, HTTPConnectionPool
 
 from notifications.amqp.connection import connect
 from notifications.amqp.stream import StreamReader
 from notifications.events import NOT_CONNECTED
 from tests.conftest import make_config, start_whole_daemon, wait_for
+from tests.helpers import listen_proxy
 from tests.processes import request, start_twistd, wait_until
 
 ARCHIVE = '\n[archive]\nmax_age = "1h"\nmax_bytes = 10000000\nsegment_bytes = 1000000\n'
@@ -556,3 +558,82 @@ def test_the_stalled_client_helper_really_does_not_read():
     for sock in (accepted, client, server):
         sock.close()
     assert os.path.exists("/proc/self/status")
+
+
+# The broker connection lost, a reload ------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lost_broker_connection_keeps_the_streams_and_loses_nothing(tmp_path, archived):
+    proxy, listening = await listen_proxy()
+    through_proxy = replace(archived, port=listening.getHost().port)
+    daemon = await start_whole_daemon(make_config(tmp_path, through_proxy, toml=consumers_toml()))
+    try:
+        stream = await open_stream(daemon.url, patterns=["acme.#"])
+        await post_all(daemon, [notification(f"before {i}") for i in range(5)])
+        await wait_for(lambda: len(stream.reader.notifications()) == 5)
+        proxy.sever()  # both connections, the publisher's and the reading one
+        # Accepted meanwhile (they wait in the outbox), then published.
+        await post_all(daemon, [notification(f"during {i}") for i in range(5)])
+        await wait_for(lambda: daemon.daemon.consumer.connected, timeout=15)
+        await post_all(daemon, [notification(f"after {i}") for i in range(5)])
+        await wait_for(lambda: len(stream.reader.notifications()) == 15, timeout=15)
+        await sleep(1.0)
+        assert stream.reader.texts() == [
+            f"{when} {i}" for when in ("before", "during", "after") for i in range(5)
+        ]
+        ids = [event_id for event_id, _ in stream.reader.notifications()]
+        assert ids == sorted(set(ids))
+        assert stream.reader.gaps() == []
+        assert not stream.reader.ended.called  # the HTTP stream stayed open
+        await stream.reader.close()
+    finally:
+        await daemon.stop()
+        await listening.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_reload_applies_consumers_at_once_and_subscriptions_at_the_next_start(
+    tmp_path, archived
+):
+    lines: list[str] = []
+
+    def observe(event: dict) -> None:
+        lines.append(formatEvent(event) or "")
+
+    daemon = await start_whole_daemon(make_config(tmp_path, archived, toml=consumers_toml()))
+    globalLogPublisher.addObserver(observe)
+    try:
+        dashboard = await open_stream(daemon.url, patterns=["acme.#"])
+        ops = await open_stream(daemon.url, patterns=["beta.ops.#"])
+        ci = await open_stream(daemon.url, token=CI_TOKEN)
+        assert (dashboard.code, ops.code, ci.code) == (200, 200, 200)
+        path = tmp_path / "notifications.toml"
+        text = path.read_text()
+        text = text.replace('patterns = ["acme.#", "*.ops.#"]', 'patterns = ["*.ops.#"]')
+        text = text.replace(CI_TOKEN, "ci-token-after-the-reload")
+        text += (
+            '\n[[subscriptions]]\nname = "later"\nurl = "https://relay.example.org/hook"\n'
+            'patterns = ["#"]\nsecret = "s"\n'
+        )
+        path.write_text(text)
+        await daemon.daemon.reloader.reload()
+        # dashboard may no longer read acme.#, ci's token changed: both streams end.
+        await dashboard.reader.ended.addTimeout(5, reactor)
+        await ci.reader.ended.addTimeout(5, reactor)
+        assert not ops.reader.ended.called  # beta.ops.# is still granted
+        assert (await open_stream(daemon.url, patterns=["acme.#"])).code == 403
+        assert (await open_stream(daemon.url, token=CI_TOKEN)).code == 401
+        again = await open_stream(daemon.url, token="ci-token-after-the-reload")
+        assert again.code == 200
+        [line] = [line for line in lines if line.startswith("Configuration reloaded")]
+        applied, _, later = line.partition("; at the next start: ")
+        assert applied.endswith("applied now: consumers")
+        # (broker too: the test's Config has its own connect_timeout, the file does not.)
+        assert "subscriptions" in later.split(", ")
+        assert daemon.daemon.subscriptions.subscribers == {}
+        await ops.reader.close()
+        await again.reader.close()
+    finally:
+        globalLogPublisher.removeObserver(observe)
+        await daemon.stop()
