@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, replace
 
 import pytest_twisted
+import treq
 import treq.client
 from twisted.internet import defer, reactor, threads
 from twisted.internet.protocol import Protocol
@@ -233,6 +234,15 @@ async def test_a_consumer_reads_exactly_what_its_patterns_and_its_rights_both_ma
         assert everything.reader.gaps() == []
         figures = daemon.daemon.events.figures()
         assert (figures["open"], figures["sent"]) == (2, 8)
+        status = json.loads(await (await treq.get(daemon.url + "/status.json")).content())
+        assert status["events"] == {
+            "enabled": True,
+            "open": 2,
+            "opened": 2,
+            "sent": 8,
+            "tooSlow": 0,
+            "maxStreams": 100,
+        }
         await narrow.reader.close()
         await everything.reader.close()
         await wait_for(lambda: not daemon.daemon.events.streams)

@@ -16,7 +16,7 @@ import json
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, reactor
+from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import deferLater
@@ -28,6 +28,8 @@ from notifications.config import dead_letter_exchange, dead_letter_queue, subscr
 from notifications.subscriptions import delivery_count
 from tests.conftest import make_config, start_whole_daemon, wait_for
 from tests.fakes import FakeReceiver
+from tests.helpers import closed_port
+from tests.processes import request, start_twistd, wait_until
 from tests.test_cli import cli
 
 SECRET = "receiver-signing-secret"
@@ -356,3 +358,68 @@ async def test_the_broker_requeues_a_reject_at_the_tail_and_a_closed_channel_at_
         await channel.queue_delete(queue=queue)
         await channel.exchange_delete(exchange=broker.exchange)
         await client.close(within=2)
+
+
+# The status page --------------------------------------------------------------------------
+
+
+def webhook_cells(browser, url: str) -> dict[str, str]:
+    """The page's row of the subscription, once it shows a retried notification waiting."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    browser.get(url + "/")
+    selector = "#webhook-rows tr"
+
+    def shown(driver) -> dict[str, str] | None:
+        rows = driver.find_elements(By.CSS_SELECTOR, selector)
+        if len(rows) != 1:
+            return None
+        cells = {
+            cell.get_attribute("data-label"): cell.text
+            for cell in rows[0].find_elements(By.CSS_SELECTOR, "td")
+        }
+        ready = cells["Waiting"] == "1" and cells["Retried"] not in ("0", "?")
+        return cells if ready else None
+
+    cells = WebDriverWait(browser, 30).until(shown)
+    cells["events"] = browser.find_element(By.ID, "events-state").text
+    cells["problems"] = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"]
+    return cells
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_status_page_shows_each_subscription(tmp_path, broker, subscribed, browser):
+    port = closed_port()
+    subscribed.append("down")
+    toml = subscription_toml(
+        "down",
+        f"http://127.0.0.1:{port}/hook",
+        allow_private=True,
+        initial_delay=0.2,
+        max_delay=0.5,
+    )
+    make_config(tmp_path, broker, toml=toml)
+    daemon = start_twistd(tmp_path)
+    try:
+        await threads.deferToThread(daemon.ready)
+        await threads.deferToThread(
+            wait_until, lambda: "Connected to the broker at" in daemon.output()
+        )
+        body = json.dumps(notification("for nobody")).encode()
+        code, _ = await threads.deferToThread(
+            request, daemon.port, "POST", "/gate/Notification/Acme", body
+        )
+        assert code == 200
+        cells = await threads.deferToThread(webhook_cells, browser, daemon.url)
+    finally:
+        await threads.deferToThread(daemon.stop)
+    daemon.assert_clean()
+    assert cells["Subscription"] == "down"
+    assert cells["Receiver"] == f"http://127.0.0.1:{port}"
+    assert (cells["Delivered"], cells["Dead"]) == ("0", "0")
+    assert cells["Last error"].endswith(
+        f"subscription down at http://127.0.0.1:{port}: connection refused"
+    )
+    assert cells["events"] == "off: the archive is off"
+    assert cells["problems"] == []
