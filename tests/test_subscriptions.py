@@ -13,12 +13,16 @@ import hashlib
 import hmac
 import itertools
 import json
+import os
+import sys
+import textwrap
 
 import pytest
 import pytest_twisted
+import treq
 from twisted.internet import defer, reactor, threads
 from twisted.internet.endpoints import TCP4ServerEndpoint
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.task import deferLater
 from txamqp.content import Content
 
@@ -29,7 +33,7 @@ from notifications.subscriptions import delivery_count
 from tests.conftest import make_config, start_whole_daemon, wait_for
 from tests.fakes import FakeReceiver
 from tests.helpers import closed_port
-from tests.processes import request, start_twistd, wait_until
+from tests.processes import ROOT, request, start_twistd, wait_until
 from tests.test_cli import cli
 
 SECRET = "receiver-signing-secret"
@@ -423,3 +427,64 @@ async def test_the_status_page_shows_each_subscription(tmp_path, broker, subscri
     )
     assert cells["events"] == "off: the archive is off"
     assert cells["problems"] == []
+
+
+# The reference's receiver, run as written -----------------------------------------------------
+
+
+def reference_receiver(port: int) -> str:
+    """The Python receiver of docs/reference.rst §11.3, listening on ``port``."""
+    text = (ROOT / "docs" / "reference.rst").read_text(encoding="utf-8")
+    start = text.index("    import hashlib, hmac, json, os\n")
+    end = text.index("serve_forever()", start) + len("serve_forever()")
+    code = textwrap.dedent(text[start:end])
+    assert code.count('HTTPServer(("", 8000), Receiver)') == 1
+    return code.replace('HTTPServer(("", 8000)', f'HTTPServer(("127.0.0.1", {port})')
+
+
+class _Printed(ProcessProtocol):
+    def __init__(self) -> None:
+        self.out = b""
+        self.ended: defer.Deferred = defer.Deferred()
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+
+    def processEnded(self, reason) -> None:
+        self.ended.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_receiver_of_the_reference_verifies_and_prints(tmp_path, broker, subscribed):
+    port = closed_port()
+    printed = _Printed()
+    process = reactor.spawnProcess(
+        printed,
+        sys.executable,
+        [sys.executable, "-c", reference_receiver(port)],
+        env={**os.environ, "NOTIFICATIONS_SECRET": SECRET},
+    )
+    subscribed.append("documented")
+    toml = subscription_toml("documented", f"http://127.0.0.1:{port}/", allow_private=True)
+    daemon = await start_whole_daemon(make_config(tmp_path, broker, toml=toml))
+    try:
+        texts = [f"as documented {i}" for i in range(3)]
+        for text in texts:
+            code, _ = await daemon.post("/gate/Notification/Acme", notification(text))
+            assert code == 200
+        await wait_for(lambda: printed.out.decode().splitlines() == texts, timeout=15)
+        subscriber = daemon.daemon.subscriptions.subscribers["documented"]
+        assert subscriber.figures.delivered == 3
+        # A body signed with another secret is refused by it.
+        forged = await treq.post(
+            f"http://127.0.0.1:{port}/",
+            b'{"text": "forged"}',
+            headers={"X-Notifications-Signature-256": ["sha256=" + "0" * 64]},
+        )
+        assert forged.code == 403
+        await forged.content()
+        assert "forged" not in printed.out.decode()
+    finally:
+        await daemon.stop()
+        process.signalProcess("TERM")
+        await printed.ended
