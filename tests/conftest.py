@@ -118,6 +118,26 @@ async def consumer(broker):
     await close_consumer(consumer, broker)
 
 
+@pytest_twisted.async_yield_fixture
+async def subscribed(broker):
+    """The names of the subscriptions a test configures: their quorum queues, the
+    dead-letter exchange and the test's exchange are deleted at the end (the
+    daemon's publisher declares them as soon as it connects)."""
+    from notifications.config import dead_letter_exchange, dead_letter_queue, subscription_queue
+
+    names: list[str] = []
+    yield names
+    client, channel = await connect(reactor, broker)
+    try:
+        for name in names:
+            await channel.queue_delete(queue=subscription_queue(broker.exchange, name))
+            await channel.queue_delete(queue=dead_letter_queue(broker.exchange, name))
+        await channel.exchange_delete(exchange=dead_letter_exchange(broker.exchange))
+        await channel.exchange_delete(exchange=broker.exchange)
+    finally:
+        await client.close(within=2)
+
+
 def write_json(path: Path, value: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value), encoding="utf-8")

@@ -28,7 +28,6 @@ from txamqp.content import Content
 
 from notifications.amqp.connection import ChannelEvents, connect
 from notifications.amqp.fieldtable import Int64
-from notifications.config import dead_letter_exchange, dead_letter_queue, subscription_queue
 from notifications.subscriptions import delivery_count
 from tests.conftest import make_config, start_whole_daemon, wait_for
 from tests.fakes import FakeReceiver
@@ -72,23 +71,6 @@ def verified(recorded) -> dict:
 
 async def sleep(seconds: float) -> None:
     await deferLater(reactor, seconds)
-
-
-@pytest_twisted.async_yield_fixture
-async def subscribed(broker):
-    """The names of the subscriptions a test declares: their queues, the dead-letter
-    exchange and the test's exchange are deleted at the end."""
-    names: list[str] = []
-    yield names
-    client, channel = await connect(reactor, broker)
-    try:
-        for name in names:
-            await channel.queue_delete(queue=subscription_queue(broker.exchange, name))
-            await channel.queue_delete(queue=dead_letter_queue(broker.exchange, name))
-        await channel.exchange_delete(exchange=dead_letter_exchange(broker.exchange))
-        await channel.exchange_delete(exchange=broker.exchange)
-    finally:
-        await client.close(within=2)
 
 
 @pytest_twisted.ensureDeferred

@@ -98,7 +98,8 @@ NO_CALL = {"lastCall": None, "refusals": {}}
 
 
 @pytest_twisted.ensureDeferred
-async def test_config_report(daemon_factory):
+async def test_config_report(subscribed, daemon_factory):
+    subscribed.append("chat")  # its queues are declared by the daemon: deleted at the end
     daemon = await daemon_factory(
         services=SERVICES,
         tokens={"acme/widgets": SECRETS["trigger"]},
