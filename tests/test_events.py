@@ -435,7 +435,8 @@ async def test_resuming_across_a_daemon_restart(tmp_path, archived):
         daemon.start()
         await threads.deferToThread(daemon.ready)
         await threads.deferToThread(post_process, daemon.port, [f"s{i}" for i in range(6)])
-        again = await open_stream(daemon.url, patterns=["acme.#"], last_id=last_id)
+        # This time with the token in the query, as a browser's EventSource sends it.
+        again = await open_stream(daemon.url, patterns=["acme.#"], last_id=last_id, in_query=True)
         assert again.code == 200, again.body
         await threads.deferToThread(post_process, daemon.port, [f"t{i}" for i in range(4)])
         await wait_for(lambda: len(again.reader.notifications()) == 10)
@@ -444,10 +445,13 @@ async def test_resuming_across_a_daemon_restart(tmp_path, archived):
         assert again.reader.gaps() == []
         every = [int(i) for i, _ in stream.reader.notifications() + again.reader.notifications()]
         assert every == sorted(set(every))  # 18 events, none twice
-        await again.reader.close()
     finally:
-        await threads.deferToThread(daemon.stop)
+        await threads.deferToThread(daemon.stop)  # ends the stream: its access line is written
+    await again.reader.ended.addTimeout(10, reactor)
     daemon.assert_clean()
+    output = daemon.output()
+    assert '"GET /events?pattern=redacted&token=redacted HTTP/1.1" 200' in output
+    assert TOKEN not in output
 
 
 def post_process(port: int, texts: list[str]) -> None:
