@@ -485,3 +485,80 @@ async def test_the_receiver_of_the_reference_verifies_and_prints(tmp_path, broke
         await daemon.stop()
         process.signalProcess("TERM")
         await printed.ended
+
+
+@pytest_twisted.ensureDeferred
+async def test_with_several_workers_one_delivers_in_order(tmp_path, broker, subscribed):
+    receiver = await FakeReceiver().start()
+    subscribed.append("relay")
+    toml = subscription_toml("relay", receiver.url + "/hook", allow_private=True)
+    make_config(tmp_path, broker, toml=toml)
+    daemon = start_twistd(tmp_path, "--workers", "2")
+    try:
+        await threads.deferToThread(daemon.ready)
+        await threads.deferToThread(
+            wait_until, lambda: daemon.output().count("Connected to the broker at") >= 2
+        )
+        texts = [f"w{index}" for index in range(20)]
+        for text in texts:
+            body = json.dumps(notification(text)).encode()
+            code, _ = await threads.deferToThread(
+                request, daemon.port, "POST", "/gate/Notification/Acme", body
+            )
+            assert code == 200
+        await wait_for(lambda: len(receiver.requests) >= len(texts), timeout=15)
+        await sleep(1.0)
+        # Both workers consume the queue; the broker delivers to one at a time.
+        assert [verified(r)["text"] for r in receiver.requests] == texts
+    finally:
+        await threads.deferToThread(daemon.stop)
+        await receiver.stop()
+    daemon.assert_clean()
+    code, out, err = await cli(tmp_path / "notifications.toml", "subscriptions", "status")
+    assert code == 0, err
+    [row] = [line.split() for line in out.splitlines() if line.startswith("relay")]
+    assert row[:6] == ["relay", receiver.url, "0", "20", "0", "0"], out
+
+
+@pytest_twisted.ensureDeferred
+async def test_subscriptions_list_shows_no_secret_and_replay_names_the_known_ones(tmp_path, broker):
+    toml = subscription_toml(
+        "chat", "https://hooks.example.org/services/T0/B0/path-secret-91c2"
+    ) + subscription_toml(
+        "ci", "http://127.0.0.1:8000/", patterns=("*.ci.#", "acme.#"), allow_private=True
+    )
+    make_config(tmp_path, broker, toml=toml)
+    config = tmp_path / "notifications.toml"
+    code, out, err = await cli(config, "subscriptions", "list")
+    assert (code, err) == (0, ""), err
+    lines = out.splitlines()
+    assert lines[0].split() == [
+        "subscription",
+        "receiver",
+        "patterns",
+        "private",
+        "retries",
+        "queue",
+    ]
+    assert lines[2].split() == [
+        "chat",
+        "https://hooks.example.org",
+        "acme.#",
+        "no",
+        "1",
+        "s",
+        "to",
+        "300",
+        "s,",
+        "300",
+        "attempts",
+        f"{broker.exchange}.subscription.chat",
+    ]
+    assert lines[3].split()[:5] == ["ci", "http://127.0.0.1:8000", "*.ci.#", "acme.#", "yes"]
+    for secret in ("path-secret-91c2", SECRET):
+        assert secret not in out
+    code, out, err = await cli(config, "subscriptions", "replay", "nope")
+    assert (code, out) == (2, "")
+    assert err.strip() == (
+        f"notifications: no subscription named 'nope' in {config} (known: chat, ci)"
+    )
