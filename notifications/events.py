@@ -171,7 +171,11 @@ def last_event_id(request) -> int | None:
 
 
 def event(name: str, data: bytes, event_id: int | None = None) -> bytes:
-    """One event in the ``text/event-stream`` format: ``id``, ``event``, ``data`` lines."""
+    """One event in the ``text/event-stream`` format: ``id``, ``event``, ``data`` lines.
+
+    Written here: the format is three kinds of lines and a blank one (the HTML
+    standard's server-sent events), and neither Twisted nor treq writes it.
+    """
     lines = [] if event_id is None else [b"id: %d" % event_id]
     lines.append(b"event: " + name.encode())
     # A data line ends at a line break: one data line per line of the payload.
