@@ -562,3 +562,42 @@ async def test_subscriptions_list_shows_no_secret_and_replay_names_the_known_one
     assert err.strip() == (
         f"notifications: no subscription named 'nope' in {config} (known: chat, ci)"
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_attempts_are_counted_across_a_restart(tmp_path, broker, subscribed):
+    receiver = await FakeReceiver().start()
+    receiver.mode = "http-500"
+    subscribed.append("flaky")
+    toml = subscription_toml(
+        "flaky",
+        receiver.url + "/hook",
+        allow_private=True,
+        initial_delay=0.3,
+        max_delay=1.0,
+        max_attempts=5,
+    )
+    config = make_config(tmp_path, broker, toml=toml)
+    daemon = await start_whole_daemon(config)
+    try:
+        code, _ = await daemon.post("/gate/Notification/Acme", notification("stubborn"))
+        assert code == 200
+        await wait_for(lambda: len(receiver.requests) == 2, timeout=10)
+    finally:
+        await daemon.stop()
+    before = len(receiver.requests)
+    daemon = await start_whole_daemon(config)
+    subscriber = daemon.daemon.subscriptions.subscribers["flaky"]
+    try:
+        await wait_for(lambda: subscriber.figures.dead_lettered == 1, timeout=15)
+    finally:
+        await daemon.stop()
+        await receiver.stop()
+    attempts = [int(r.headers["x-notifications-attempt"]) for r in receiver.requests]
+    # The broker's count went on: the new process did not start again from 1 (the one
+    # held when the daemon stopped counts too), and gave up at the fifth.
+    assert attempts[:before] == list(range(1, before + 1))
+    assert attempts[before] > before
+    assert attempts == sorted(set(attempts)) and attempts[-1] >= 5
+    assert subscriber.figures.retried >= 2  # read back from the storage directory, then more
+    print(f"\nattempts seen by the receiver, the daemon restarted after {before}: {attempts}")
