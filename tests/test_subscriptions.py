@@ -360,24 +360,29 @@ async def test_the_broker_requeues_a_reject_at_the_tail_and_a_closed_channel_at_
 # The status page --------------------------------------------------------------------------
 
 
+#: The cells of the webhooks table's one row, read in one go: the page redraws its
+#: tables every two seconds, and an element found earlier would be stale by then.
+READ_ROW = """
+const rows = document.querySelectorAll("#webhook-rows tr");
+if (rows.length !== 1) return null;
+const cells = {};
+for (const cell of rows[0].querySelectorAll("td")) cells[cell.dataset.label] = cell.innerText;
+return cells;
+"""
+
+
 def webhook_cells(browser, url: str) -> dict[str, str]:
     """The page's row of the subscription, once it shows a retried notification waiting."""
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
     browser.get(url + "/")
-    selector = "#webhook-rows tr"
 
     def shown(driver) -> dict[str, str] | None:
-        rows = driver.find_elements(By.CSS_SELECTOR, selector)
-        if len(rows) != 1:
-            return None
-        cells = {
-            cell.get_attribute("data-label"): cell.text
-            for cell in rows[0].find_elements(By.CSS_SELECTOR, "td")
-        }
-        ready = cells["Waiting"] == "1" and cells["Retried"] not in ("0", "?")
-        return cells if ready else None
+        cells = driver.execute_script(READ_ROW)
+        if cells and cells["Waiting"] == "1" and cells["Retried"] not in ("0", "?"):
+            return cells
+        return None
 
     cells = WebDriverWait(browser, 30).until(shown)
     cells["events"] = browser.find_element(By.ID, "events-state").text
