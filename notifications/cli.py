@@ -32,6 +32,7 @@ from .clients.projects import cache_path, projects_map_status
 from .commands import doors as door_commands
 from .commands import history as history_commands
 from .commands import outbox as outbox_commands
+from .commands import subscriptions as subscription_commands
 from .commands import tail as tail_commands
 from .commands.common import (
     EXIT_FAILURE,
@@ -462,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     history_commands.add_commands(commands)
     outbox_commands.add_commands(commands)
     door_commands.add_commands(commands)
+    subscription_commands.add_commands(commands)
 
     send = commands.add_parser("send", help="publish a custom notification")
     send.add_argument("--service", required=True, help="the source service")

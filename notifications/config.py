@@ -17,10 +17,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+from .addresses import url_problem
 from .analyzers import Analyzers, read_json
 from .errors import ConfigError
 from .gates import gate_class, signing_gates
+from .routing import pattern_error
 
 FEATURES = ("Gate", "GetConfig", "ActionsReport")
 
@@ -76,6 +79,30 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "max_age": str,
         "max_bytes": int,
         "segment_bytes": int,
+    },
+    "events": {"max_streams": int, "heartbeat": (int, float), "max_buffer": int},
+}
+
+#: The arrays of tables (``[[consumers]]``…): the keys of each entry and their types.
+_ENTRIES: dict[str, dict[str, type | tuple[type, ...]]] = {
+    "consumers": {
+        "name": str,
+        "token": str,
+        "token_env": str,
+        "token_file": str,
+        "patterns": list,
+    },
+    "subscriptions": {
+        "name": str,
+        "url": str,
+        "patterns": list,
+        "secret": str,
+        "secret_env": str,
+        "secret_file": str,
+        "allow_private": bool,
+        "initial_delay": (int, float),
+        "max_delay": (int, float),
+        "max_attempts": int,
     },
 }
 
@@ -193,6 +220,56 @@ class ArchiveConfig:
 
 
 @dataclass(frozen=True)
+class EventsConfig:
+    """The server-sent events of ``GET /events`` (reference §10)."""
+
+    #: Streams open at once in one process; past it, 503 and Retry-After.
+    max_streams: int = 100
+    #: Seconds between the comments that keep an idle stream open through proxies.
+    heartbeat: float = 15.0
+    #: Bytes of notifications waiting for a client that does not read before it is
+    #: disconnected.
+    max_buffer: int = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ConsumerConfig:
+    """A consumer of ``GET /events``: its name, its token, the patterns it may read."""
+
+    name: str
+    token: str = field(repr=False)
+    #: Routing-key patterns; none: the consumer reads nothing.
+    patterns: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubscriptionConfig:
+    """An outgoing webhook: notifications matching ``patterns`` are POSTed to ``url``
+    (reference §11)."""
+
+    name: str
+    #: Out of every repr: a receiver's URL often holds its own secret (chat webhooks).
+    url: str = field(repr=False)
+    patterns: tuple[str, ...]
+    secret: str = field(repr=False)
+    #: Whether the URL may point to a loopback, private or link-local address (and
+    #: may be plain http).
+    allow_private: bool = False
+    initial_delay: float = 1.0
+    max_delay: float = 300.0
+    max_attempts: int = 300
+
+    @property
+    def origin(self) -> str:
+        """``scheme://host[:port]``: what logs, errors and reports say of the URL."""
+        parts = urlsplit(self.url)
+        host = parts.hostname or "?"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+@dataclass(frozen=True)
 class Service:
     """One entry of the credentials file: a (gate, door) and its secret or instance.
 
@@ -301,7 +378,24 @@ class Config:
     mailgun_hosts: tuple[str, ...] = DEFAULT_MAILGUN_HOSTS
     dockerhub_base_url: str = "https://registry.hub.docker.com"
     archive: ArchiveConfig = field(default_factory=ArchiveConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    consumers: tuple[ConsumerConfig, ...] = ()
+    subscriptions: tuple[SubscriptionConfig, ...] = ()
     files: tuple[Path, ...] = ()
+
+    def consumer(self, name: str) -> ConsumerConfig | None:
+        """The consumer of that name, if any."""
+        for consumer in self.consumers:
+            if consumer.name == name:
+                return consumer
+        return None
+
+    def subscription(self, name: str) -> SubscriptionConfig | None:
+        """The subscription of that name, if any."""
+        for subscription in self.subscriptions:
+            if subscription.name == name:
+                return subscription
+        return None
 
     def service(self, gate: str, door: str) -> Service | None:
         """The credentials entry of a (gate, door), if any."""
@@ -316,6 +410,12 @@ class Config:
 
 def _check_types(data: dict[str, Any], path: Path) -> None:
     for section, values in data.items():
+        if section in _ENTRIES:
+            if not isinstance(values, list):
+                raise ConfigError(
+                    path, f"{section} must be an array of tables: [[{section}]] entries"
+                )
+            continue  # each entry is checked by its reader (_consumers, _subscriptions)
         schema = _SCHEMA.get(section)
         if schema is None:
             raise ConfigError(path, f"unknown section [{section}]")
@@ -416,6 +516,168 @@ def _archive(section: dict[str, Any], broker: BrokerConfig, path: Path) -> Archi
         if key in values and values[key] <= 0:
             raise ConfigError(path, f"[archive] {key} must be positive")
     return ArchiveConfig(**values)
+
+
+def _events(section: dict[str, Any], path: Path) -> EventsConfig:
+    for key, value in section.items():
+        if value <= 0:
+            raise ConfigError(path, f"[events] {key} must be positive")
+    return EventsConfig(**{key: value for key, value in section.items()})
+
+
+#: A consumer's or subscription's name: it names queues, metrics labels and log lines.
+_ENTRY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+
+#: The shortest consumer token: a token is a password that scripts hold.
+MIN_TOKEN_LENGTH = 16
+
+#: The longest wait between two attempts of a subscription: its subscriber holds the
+#: notification while it waits, and RabbitMQ closes the channel of a consumer that
+#: holds one past its ``consumer_timeout`` (30 minutes by default).
+MAX_RETRY_DELAY = 1200.0
+
+
+def _entries(data: dict[str, Any], section: str, path: Path) -> list[tuple[str, dict]]:
+    """``(where, entry)`` for each ``[[section]]`` entry: its keys, their types and its
+    name checked, ``where`` naming it in errors (``consumers[1] (dashboard)``)."""
+    schema = _ENTRIES[section]
+    checked: list[tuple[str, dict]] = []
+    taken: dict[str, str] = {}
+    for index, entry in enumerate(data.get(section, [])):
+        if not isinstance(entry, dict):
+            raise ConfigError(path, f"{section}[{index}] must be a table ([[{section}]])")
+        name = entry.get("name")
+        where = f"{section}[{index}]" + (f" ({name})" if isinstance(name, str) and name else "")
+        unknown = sorted(set(entry) - set(schema))
+        if unknown:
+            raise ConfigError(
+                path,
+                f"{where}: unknown key {unknown[0]!r} (expected {', '.join(sorted(schema))})",
+            )
+        for key, value in entry.items():
+            expected = schema[key]
+            if isinstance(value, bool) and expected in (int, (int, float)):
+                raise ConfigError(path, f"{where}: {key} must be a number")
+            if not isinstance(value, expected):
+                kind = getattr(expected, "__name__", "number")
+                raise ConfigError(path, f"{where}: {key} must be of type {kind}")
+        if not isinstance(name, str) or not _ENTRY_NAME.fullmatch(name):
+            raise ConfigError(
+                path,
+                f"{where}: name must be 1 to 64 letters, digits, '-' or '_', starting "
+                "with a letter or a digit",
+            )
+        if name in taken:
+            raise ConfigError(path, f"{where}: the name {name!r} is already taken by {taken[name]}")
+        taken[name] = f"{section}[{index}]"
+        checked.append((where, entry))
+    return checked
+
+
+def _patterns(entry: dict, where: str, path: Path, required: bool) -> tuple[str, ...]:
+    patterns = entry.get("patterns", [])
+    for pattern in patterns:
+        if not isinstance(pattern, str):
+            raise ConfigError(path, f"{where}: patterns must be strings, not {pattern!r}")
+        problem = pattern_error(pattern)
+        if problem is not None:
+            raise ConfigError(path, f"{where}: {pattern!r} is not a routing-key pattern: {problem}")
+    if required and not patterns:
+        raise ConfigError(path, f"{where}: patterns must list at least one routing-key pattern")
+    return tuple(dict.fromkeys(patterns))
+
+
+def _consumers(
+    data: dict[str, Any], path: Path, environ: Mapping[str, str]
+) -> tuple[ConsumerConfig, ...]:
+    consumers: list[ConsumerConfig] = []
+    owners: dict[str, str] = {}
+    for where, entry in _entries(data, "consumers", path):
+        token = resolve_secret(entry, "token", where, path, environ)
+        if not token:
+            raise ConfigError(
+                path, f"{where}: a consumer needs a token (token, token_env or token_file)"
+            )
+        if len(token) < MIN_TOKEN_LENGTH:
+            raise ConfigError(
+                path, f"{where}: the token must be at least {MIN_TOKEN_LENGTH} characters"
+            )
+        if token in owners:
+            # A token names its consumer: two alike could not be told apart.
+            raise ConfigError(
+                path, f"{where}: the same token as {owners[token]}: each consumer needs its own"
+            )
+        owners[token] = where
+        patterns = _patterns(entry, where, path, required=False)
+        consumers.append(ConsumerConfig(name=entry["name"], token=token, patterns=patterns))
+    return tuple(consumers)
+
+
+def subscription_queue(exchange: str, name: str) -> str:
+    """The durable quorum queue where a subscription's notifications wait (reference §11.2)."""
+    return f"{exchange}.subscription.{name}"
+
+
+def dead_letter_queue(exchange: str, name: str) -> str:
+    """The queue of a subscription's notifications that were given up on."""
+    return subscription_queue(exchange, name) + ".dead"
+
+
+def dead_letter_exchange(exchange: str) -> str:
+    """The direct exchange subscription queues dead-letter to (the routing key: the name)."""
+    return f"{exchange}.subscriptions.dead"
+
+
+def _subscriptions(
+    data: dict[str, Any], path: Path, environ: Mapping[str, str], exchange: str
+) -> tuple[SubscriptionConfig, ...]:
+    subscriptions: list[SubscriptionConfig] = []
+    for where, entry in _entries(data, "subscriptions", path):
+        if len(dead_letter_queue(exchange, entry["name"]).encode()) > 255:
+            raise ConfigError(
+                path, f"{where}: the name is too long for a queue name with this exchange"
+            )
+        url = entry.get("url")
+        if not url:
+            raise ConfigError(path, f"{where}: url is required")
+        allow_private = entry.get("allow_private", False)
+        problem = url_problem(url, allow_private)
+        if problem is not None:
+            # The URL itself is not repeated: it may hold the receiver's secret.
+            raise ConfigError(path, f"{where}: url {problem}")
+        secret = resolve_secret(entry, "secret", where, path, environ)
+        if not secret:
+            raise ConfigError(
+                path,
+                f"{where}: a subscription needs a signing secret (secret, secret_env or "
+                "secret_file)",
+            )
+        initial_delay = float(entry.get("initial_delay", 1.0))
+        max_delay = float(entry.get("max_delay", 300.0))
+        max_attempts = entry.get("max_attempts", 300)
+        if initial_delay <= 0:
+            raise ConfigError(path, f"{where}: initial_delay must be positive")
+        if not initial_delay <= max_delay <= MAX_RETRY_DELAY:
+            raise ConfigError(
+                path,
+                f"{where}: max_delay must be between initial_delay and {MAX_RETRY_DELAY:g} "
+                "seconds (RabbitMQ's consumer_timeout bounds how long a message is held)",
+            )
+        if max_attempts < 1:
+            raise ConfigError(path, f"{where}: max_attempts must be 1 or more")
+        subscriptions.append(
+            SubscriptionConfig(
+                name=entry["name"],
+                url=url,
+                patterns=_patterns(entry, where, path, required=True),
+                secret=secret,
+                allow_private=allow_private,
+                initial_delay=initial_delay,
+                max_delay=max_delay,
+                max_attempts=max_attempts,
+            )
+        )
+    return tuple(subscriptions)
 
 
 def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[Service, ...]:
@@ -698,6 +960,9 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
             "base_url", "https://registry.hub.docker.com"
         ),
         archive=archive,
+        events=_events(data.get("events", {}), path),
+        consumers=_consumers(data, path, environ),
+        subscriptions=_subscriptions(data, path, environ, broker.exchange),
         files=tuple(files),
     )
 

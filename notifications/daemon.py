@@ -9,6 +9,10 @@
   dispatcher);
 - the :class:`~notifications.clients.ClientsService` (the HTTP clients of the
   side actions);
+- the :class:`~notifications.consumer.ConsumerConnection`, the reading
+  connection, and what reads over it: the archive's last notifications, the
+  :class:`~notifications.events.EventStreams` of ``GET /events`` and the
+  :class:`~notifications.subscriptions.Subscriptions` (outgoing webhooks);
 - the :class:`ConfigurationReloader` (SIGHUP);
 - the web app, whose sites the caller puts on its listening ports.
 
@@ -35,8 +39,10 @@ from .config import Config, ConfigError, describe_previous_secrets, load_config
 from .consumer import ConsumerConnection
 from .daemonfiles import DaemonFiles
 from .delivery import DeliveryService, make_delivery
+from .events import EventStreams
 from .gates import make_gates
 from .outbox import OutboxUnavailable
+from .subscriptions import Subscriptions
 from .web import WebApp
 
 log = Logger()
@@ -53,6 +59,7 @@ AT_NEXT_START = (
     "mailgun_hosts",
     "dockerhub_base_url",
     "archive",
+    "subscriptions",
 )
 
 #: Features that shape the resource tree (the others are read per request).
@@ -189,6 +196,8 @@ class Daemon:
     clients: Clients
     reloader: ConfigurationReloader
     consumer: ConsumerConnection
+    subscriptions: Subscriptions
+    events: EventStreams
 
 
 def build_daemon(
@@ -233,6 +242,12 @@ def build_daemon(
         recent = RecentNotifications(config.archive.queue, reactor)
         consumer.add_user(recent)
     consumer.setServiceParent(top)
+    subscriptions = Subscriptions(config, reactor)
+    consumer.add_user(subscriptions)
+    subscriptions.setServiceParent(top)
+    events = EventStreams(config, reactor)
+    consumer.add_user(events)
+    events.setServiceParent(top)
     app = WebApp(
         config,
         delivery.dispatcher,
@@ -240,16 +255,24 @@ def build_daemon(
         reactor,
         service_status=lambda service: projects_map_status(clients.config, service),
         archive_recent=recent,
+        events=events,
+        subscriptions=subscriptions,
     )
     reloader = ConfigurationReloader(
         config.path,
         config,
-        [app.reconfigure, clients.reconfigure, delivery.reconfigure],
+        [
+            app.reconfigure,
+            clients.reconfigure,
+            delivery.reconfigure,
+            subscriptions.reconfigure,
+            events.reconfigure,
+        ],
         reactor,
         reported=files.reloaded if files is not None else None,
     )
     reloader.setServiceParent(top)
-    return Daemon(top, app, delivery, clients, reloader, consumer)
+    return Daemon(top, app, delivery, clients, reloader, consumer, subscriptions, events)
 
 
 def endpoint(option: str, description: str, reactor):

@@ -115,13 +115,24 @@ class RecentSource:
 class StatusJSON(Leaf):
     """``GET /status.json``: what the status page shows (never a secret)."""
 
-    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor, activity=None):
+    def __init__(
+        self,
+        config: Config,
+        dispatcher,
+        recent: RecentSource,
+        reactor,
+        activity=None,
+        events=None,
+        subscriptions=None,
+    ):
         super().__init__()
         self.config = config
         self.dispatcher = dispatcher
         self.recent = recent
         self.reactor = reactor
         self.activity = activity
+        self.events = events
+        self.subscriptions = subscriptions
 
     def render_GET(self, request):
         outbox = self.dispatcher.report()
@@ -138,6 +149,7 @@ class StatusJSON(Leaf):
                 outbox,
                 self.activity,
             )
+            report.update(readers_report(self.config, self.events, self.subscriptions))
             if not request._disconnected:
                 _secure(request, b"application/json", cache=b"no-store")
                 request.write(json.dumps(report, ensure_ascii=False).encode())
@@ -190,14 +202,43 @@ def status_report(
     }
 
 
+def readers_report(config: Config, events=None, subscriptions=None) -> dict:
+    """The event streams and the outgoing webhooks, as the status page shows them."""
+    figures = subscriptions.figures() if subscriptions is not None else {}
+    return {
+        "events": events.figures() if events is not None else None,
+        "subscriptions": [
+            {
+                "name": subscription.name,
+                "receiver": subscription.origin,
+                **figures[subscription.name].report(),
+            }
+            for subscription in config.subscriptions
+            if subscription.name in figures
+        ],
+    }
+
+
 class Dashboard(Resource):
     """``/``: the status page, the root of the site (the other children are put on it)."""
 
-    def __init__(self, config: Config, dispatcher, recent: RecentSource, reactor, activity=None):
+    def __init__(
+        self,
+        config: Config,
+        dispatcher,
+        recent: RecentSource,
+        reactor,
+        activity=None,
+        events=None,
+        subscriptions=None,
+    ):
         super().__init__()
         files = load_static()
         _, self.page = files.pop("index.html")
-        self.putChild(b"status.json", StatusJSON(config, dispatcher, recent, reactor, activity))
+        self.putChild(
+            b"status.json",
+            StatusJSON(config, dispatcher, recent, reactor, activity, events, subscriptions),
+        )
         self.putChild(b"static", StaticFiles(files))
 
     def getChild(self, path, request):

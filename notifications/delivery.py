@@ -30,6 +30,7 @@ from .config import Config
 from .dispatcher import Dispatcher
 from .outbox import Outbox
 from .publisher import Publisher
+from .subscriptions import QueuesDeclarer
 
 
 class DeliveryService(service.MultiService):
@@ -77,6 +78,9 @@ def make_delivery(config: Config, reactor, deliveries: Path | None = None) -> De
         shared_deliveries=deliveries is not None,
     )
     archive = ArchiveDeclarer(config.archive, config.broker.exchange)
-    publisher = Publisher(config.broker, reactor, archive=archive)
+    # The queues of the outgoing webhooks too: declared before anything is
+    # published, so that none misses a notification at the very first start.
+    declarers = [QueuesDeclarer(config.subscriptions, config.broker.exchange)]
+    publisher = Publisher(config.broker, reactor, archive=archive, declarers=declarers)
     dispatcher = Dispatcher(outbox, publisher, reactor, drain_timeout=config.drain_timeout)
     return DeliveryService(outbox, publisher, dispatcher)

@@ -85,10 +85,78 @@ class StateCollector:
         )
 
 
+class ReadersCollector:
+    """The event streams' and the subscriptions' figures, read when scraped.
+
+    Subscriptions are labelled by name: names come from the configuration, so
+    the series are bounded.
+    """
+
+    def __init__(self, events=None, subscriptions=None):
+        self.events = events
+        self.subscriptions = subscriptions
+
+    def collect(self):
+        events = self.events
+        if events is not None:
+            yield GaugeMetricFamily(
+                "notifications_event_streams", "Event streams open", value=len(events.streams)
+            )
+            yield CounterMetricFamily(
+                "notifications_event_streams_opened", "Event streams started", value=events.opened
+            )
+            yield CounterMetricFamily(
+                "notifications_events_sent",
+                "Notifications sent on event streams",
+                value=events.sent,
+            )
+            yield CounterMetricFamily(
+                "notifications_event_streams_too_slow",
+                "Event stream clients disconnected because they read too slowly",
+                value=events.too_slow,
+            )
+            refused = CounterMetricFamily(
+                "notifications_event_requests_refused",
+                "Requests to /events answered without a stream, by status code",
+                labels=["code"],
+            )
+            for code, count in sorted(events.refused.items()):
+                refused.add_metric([str(code)], count)
+            yield refused
+        if self.subscriptions is None:
+            return
+        figures = self.subscriptions.figures()
+        counters = {
+            "delivered": "Notifications a receiver took (2xx)",
+            "retried": "Failed attempts followed by another one",
+            "dead_lettered": "Notifications moved to the dead-letter queue after max_attempts",
+        }
+        for name, description in counters.items():
+            family = CounterMetricFamily(
+                f"notifications_subscription_{name}", description, labels=["subscription"]
+            )
+            for subscription, kept in figures.items():
+                family.add_metric([subscription], getattr(kept, name))
+            yield family
+        gauges = {
+            "waiting": "Notifications in the subscription's queue (read from the broker)",
+            "dead": "Notifications in the subscription's dead-letter queue",
+        }
+        for name, description in gauges.items():
+            family = GaugeMetricFamily(
+                f"notifications_subscription_{name}", description, labels=["subscription"]
+            )
+            for subscription, kept in figures.items():
+                value = getattr(kept, name)
+                if value is not None:  # not read yet: no sample rather than a wrong one
+                    family.add_metric([subscription], value)
+            yield family
+
+
 class Metrics:
     """The daemon's metrics and the resource that serves them."""
 
-    def __init__(self, dispatcher, clock, known_doors=()):
+    def __init__(self, dispatcher, clock, known_doors=(), events=None, subscriptions=None):
         self.registry = CollectorRegistry()
         self.calls = Counter(
             "notifications_gate_calls",
@@ -122,6 +190,8 @@ class Metrics:
             registry=self.registry,
         )
         self.registry.register(StateCollector(dispatcher, clock))
+        if events is not None or subscriptions is not None:
+            self.registry.register(ReadersCollector(events, subscriptions))
         self._doors: dict[str, set[str]] = {}
         #: The labelled series already used, by labels: prometheus_client's
         #: labels() checks, locks and looks up on every call (a measured few

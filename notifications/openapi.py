@@ -24,6 +24,19 @@ from twisted.web.resource import Resource
 from . import __version__
 from .config import FEATURES
 from .dashboard import RECENT
+from .events import (
+    BAD_REQUEST as EVENTS_BAD_REQUEST,
+)
+from .events import (
+    EVENT_STREAM,
+    FORBIDDEN,
+    MAX_PATTERNS,
+    RETRY_MS,
+    UNAVAILABLE,
+)
+from .events import (
+    UNAUTHORIZED as EVENTS_UNAUTHORIZED,
+)
 from .gates import Gate, gate_classes, gate_names
 from .gates.base import BAD_REQUEST, UNAUTHORIZED
 from .gates.phabricator import NOT_CACHED
@@ -481,8 +494,109 @@ def _status_json() -> dict:
                 ),
             },
             "undeclaredDoors": _undeclared_doors(),
+            "events": {**_events_state(), "nullable": True},
+            "subscriptions": {"type": "array", "items": _subscription_state()},
         },
         extra=True,
+    )
+
+
+def _events_get() -> dict:
+    """``GET /events`` (reference §10)."""
+    return {
+        "operationId": "getEvents",
+        "tags": ["consumers"],
+        "summary": "Server-sent events: the notifications a consumer may read, as they come",
+        "description": "Authenticated by a consumer's token ([[consumers]]), as "
+        "Authorization: Bearer or ?token= (a browser's EventSource cannot set headers). "
+        "Each notification is an event named notification whose data is the message's "
+        "JSON and whose id is its offset in the archive: reconnecting with Last-Event-ID "
+        "resumes right after it; an event named gap says that the archive no longer "
+        "holds what followed it. Comments keep an idle stream open. A pattern may be "
+        "asked for only if every routing key it matches is one the consumer may read; "
+        "without pattern, everything it may read. Served on the public port too.",
+        "security": [{"consumerBearer": []}, {"consumerToken": []}],
+        "parameters": [
+            {
+                "name": "pattern",
+                "in": "query",
+                "required": False,
+                "description": f"Routing-key patterns (topic rules), at most {MAX_PATTERNS}.",
+                "schema": {"type": "array", "items": {"type": "string"}},
+                "style": "form",
+                "explode": True,
+                "example": ["acme.#"],
+            },
+            {
+                "name": "Last-Event-ID",
+                "in": "header",
+                "required": False,
+                "description": "The id of the last event received: the stream resumes after it.",
+                "schema": {"type": "string", "pattern": "^[0-9]{1,19}$"},
+            },
+        ],
+        "responses": {
+            "200": {
+                "description": f"The stream ({EVENT_STREAM}): first retry: {RETRY_MS}, then "
+                "events and comments, for as long as the client reads.",
+                "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            },
+            "400": _error_text(
+                "A pattern that is not one, too many patterns, a Last-Event-ID that is not "
+                "an event id.",
+                EVENTS_BAD_REQUEST,
+            ),
+            "401": {
+                **_error_text("No token, or not a consumer's.", EVENTS_UNAUTHORIZED),
+                "headers": {"WWW-Authenticate": _ref("headers", "WWW-Authenticate")},
+            },
+            "403": _error_text(
+                "A pattern that matches routing keys the consumer may not read, or a "
+                "consumer that may read none.",
+                FORBIDDEN,
+            ),
+            "503": {
+                **_error_text(
+                    "The archive is off (no Retry-After: it takes a configuration change), "
+                    "or too many streams are open, the broker is not connected, the archive "
+                    "cannot be read (with Retry-After).",
+                    UNAVAILABLE,
+                ),
+                "headers": {"Retry-After": _ref("headers", "Retry-After-Optional")},
+            },
+        },
+    }
+
+
+def _events_state() -> dict:
+    return _object(
+        {
+            "enabled": {"type": "boolean", "description": "Whether the archive is on."},
+            "open": _counter("Streams open in this process."),
+            "opened": _counter("Streams started since the start."),
+            "sent": _counter("Notifications sent on streams."),
+            "tooSlow": _counter("Clients dropped because they read too slowly."),
+            "maxStreams": {"type": "integer", "minimum": 1},
+        }
+    )
+
+
+def _subscription_state() -> dict:
+    optional_time = {"type": "number", "nullable": True}
+    return _object(
+        {
+            "name": {"type": "string"},
+            "receiver": {"type": "string", "description": "The URL's scheme, host and port."},
+            "delivered": _counter("Notifications the receiver took (2xx)."),
+            "retried": _counter("Failed attempts followed by another."),
+            "deadLettered": _counter("Given up on after max_attempts."),
+            "skipped": _counter("Routing keys no configured pattern matches any more."),
+            "waiting": {"type": "integer", "minimum": 0, "nullable": True},
+            "dead": {"type": "integer", "minimum": 0, "nullable": True},
+            "lastError": {"type": "string", "nullable": True},
+            "lastErrorTime": optional_time,
+            "lastDeliveredTime": optional_time,
+        }
     )
 
 
@@ -593,6 +707,7 @@ def _document() -> dict:
                 },
             }
         },
+        "/events": {"get": _events_get()},
         "/openapi.json": {
             "get": {
                 "operationId": "getOpenAPI",
@@ -702,6 +817,32 @@ def _document() -> dict:
                     ),
                 },
                 "undeclaredDoors": _undeclared_doors(),
+                "consumers": {
+                    "type": "array",
+                    "description": "The consumers of /events, without their tokens.",
+                    "items": _object(
+                        {
+                            "name": {"type": "string"},
+                            "patterns": {"type": "array", "items": {"type": "string"}},
+                        }
+                    ),
+                },
+                "subscriptions": {
+                    "type": "array",
+                    "description": "The outgoing webhooks, without their secrets; the "
+                    "receiver is the URL's scheme, host and port only.",
+                    "items": _object(
+                        {
+                            "name": {"type": "string"},
+                            "receiver": {"type": "string"},
+                            "patterns": {"type": "array", "items": {"type": "string"}},
+                            "allowPrivate": {"type": "boolean"},
+                            "initialDelay": {"type": "number"},
+                            "maxDelay": {"type": "number"},
+                            "maxAttempts": {"type": "integer", "minimum": 1},
+                        }
+                    ),
+                },
             }
         ),
     }
@@ -727,6 +868,10 @@ def _document() -> dict:
                 "case-sensitive; the door is the last path segment.",
             },
             {"name": "status", "description": "Monitoring and introspection."},
+            {
+                "name": "consumers",
+                "description": "Reading notifications over HTTP, with a consumer's token.",
+            },
         ],
         "paths": paths,
         "components": {
@@ -755,6 +900,16 @@ def _document() -> dict:
                     "description": "Seconds to wait before calling again (shutting down).",
                     "schema": {"type": "integer", "minimum": 0},
                 },
+                "Retry-After-Optional": {
+                    "description": "Seconds to wait before asking again, when it is worth it.",
+                    "schema": {"type": "integer", "minimum": 0},
+                },
+                "WWW-Authenticate": {
+                    "required": True,
+                    "description": 'Bearer realm="notifications" (with error="invalid_token" '
+                    "for a token that is not a consumer's).",
+                    "schema": {"type": "string", "pattern": '^Bearer realm="notifications"'},
+                },
                 "X-Request-Id": {
                     "required": True,
                     "description": "The call's id, also in its log line (and report).",
@@ -777,7 +932,18 @@ def _document() -> dict:
                     "scheme": "bearer",
                     "description": f"The door's secret, for a {_one_of(token_gates)} "
                     "door that has one (or send it as ?token=).",
-                }
+                },
+                "consumerBearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "A consumer's token ([[consumers]]), for /events.",
+                },
+                "consumerToken": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "A consumer's token as ?token=, for a browser's EventSource.",
+                },
             },
         },
     }

@@ -109,12 +109,21 @@ class Publisher(ReconnectingConnection):
     refusing_limit = 5.0
 
     def __init__(
-        self, broker: BrokerConfig, reactor, retry_policy=None, endpoint=None, archive=None
+        self,
+        broker: BrokerConfig,
+        reactor,
+        retry_policy=None,
+        endpoint=None,
+        archive=None,
+        declarers=(),
     ):
         """``archive``: an :class:`~notifications.archive.ArchiveDeclarer`, whose stream is
-        declared on each connection before anything is published on it."""
+        declared on each connection before anything is published on it; ``declarers``:
+        more of the same kind (``declare(client)``, never failing), run after it (the
+        queues of the outgoing webhooks, :class:`~notifications.subscriptions.QueuesDeclarer`)."""
         super().__init__(broker, reactor, retry_policy, endpoint)
         self.archive = archive
+        self.declarers = list(declarers)
         self.client = None
         self.channel = None
         #: The frames of basic.publish for the current connection.
@@ -157,10 +166,13 @@ class Publisher(ReconnectingConnection):
 
     @defer.inlineCallbacks
     def prepare(self, client, channel):
-        """Confirm mode, and the archive declared before anything is published."""
+        """Confirm mode, and the archive and the webhooks' queues declared before anything
+        is published."""
         yield channel.confirm_select()
         if self.archive is not None:
             yield self.archive.declare(client)
+        for declarer in self.declarers:
+            yield declarer.declare(client)
 
     def ready(self, client, channel) -> None:
         # A new channel numbers its messages from 1 again.

@@ -25,11 +25,16 @@ that mixes ``*`` or ``#`` with other characters. The broker would accept
 such a word, but as a literal that no notification key can contain (the
 daemon turns ``*`` and ``#`` in keys into ``_``), so it is a mistake to
 report rather than a filter that silently matches nothing.
+
+:func:`covers` says whether a pattern asks for nothing beyond what other
+patterns grant: every routing key it matches is matched by one of them (the
+rights of a consumer of ``GET /events``, reference §10.2).
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 #: A routing key and a binding pattern are AMQP short strings.
 MAX_PATTERN_BYTES = 255
@@ -124,3 +129,80 @@ def pattern_error(pattern: str) -> str | None:
 def valid_pattern(pattern: str) -> bool:
     """Whether ``pattern`` may be given as a topic pattern (see :func:`pattern_error`)."""
     return pattern_error(pattern) is None
+
+
+#: A word that no pattern names: it stands for every such word in :func:`covers`.
+_ANY_OTHER_WORD = object()
+
+#: The most states :func:`covers` explores before it gives up (and says no).
+COVERS_LIMIT = 10_000
+
+
+def _step(pattern: TopicPattern, states: frozenset[int], word) -> frozenset[int]:
+    """The positions of ``pattern`` reached from ``states`` after one more key word."""
+    words, end = pattern._words, len(pattern._words)
+    reached = set()
+    for position in states:
+        if position == end:
+            continue
+        expected = words[position]
+        if expected == "#":
+            reached.add(position)
+        elif expected == "*" or expected == word:
+            reached.add(position + 1)
+    return frozenset(pattern._skip_hashes(reached))
+
+
+def covers(allowed: Iterable[str], requested: str, limit: int = COVERS_LIMIT) -> bool:
+    """Whether every routing key ``requested`` matches is matched by one of ``allowed``.
+
+    ``covers(["acme.#"], "acme.*.github.#")`` is true; ``covers(["acme.#"], "#")``
+    is false (``other.x`` is matched by ``#`` only); ``covers(["a.b", "a.c"],
+    "a.*")`` is false (``a.d``), and so is any pattern when nothing is allowed.
+
+    The patterns are automata over words; only the words they name matter, plus
+    one word none of them names (standing for all the others). The routing keys
+    ``requested`` matches are walked, all the patterns in step, looking for one
+    that no allowed pattern matches: the states reached are finite, so the walk
+    ends. Past ``limit`` states (patterns built to make the walk long) the answer
+    is no.
+    """
+    wanted = compile_pattern(requested)
+    granted = [compile_pattern(pattern) for pattern in allowed]
+    if not granted:
+        return False
+    literals = {
+        word for pattern in (wanted, *granted) for word in pattern._words if word not in ("*", "#")
+    }
+    symbols = [*sorted(literals), _ANY_OTHER_WORD]
+
+    def start(pattern: TopicPattern) -> frozenset[int]:
+        return frozenset(pattern._skip_hashes({0}))
+
+    first = (start(wanted), tuple(start(pattern) for pattern in granted))
+    seen = {first}
+    todo = [first]
+    while todo:
+        states, granted_states = todo.pop()
+        if len(wanted._words) in states and not any(
+            len(pattern._words) in reached
+            for pattern, reached in zip(granted, granted_states, strict=True)
+        ):
+            return False  # a key requested matches and no allowed pattern does
+        for symbol in symbols:
+            after = _step(wanted, states, symbol)
+            if not after:
+                continue  # no key requested goes on this way
+            following = (
+                after,
+                tuple(
+                    _step(pattern, reached, symbol)
+                    for pattern, reached in zip(granted, granted_states, strict=True)
+                ),
+            )
+            if following not in seen:
+                if len(seen) >= limit:
+                    return False
+                seen.add(following)
+                todo.append(following)
+    return True

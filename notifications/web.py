@@ -23,6 +23,7 @@ from twisted.web.resource import Resource
 from . import refusals
 from .config import Config
 from .dashboard import RECENT, Dashboard, RecentSource
+from .events import EventsResource
 from .gates import Gate, GateCall, GateError, Outcome, gate_class, gate_names
 from .gates.base import BAD_REQUEST
 from .http import (
@@ -94,9 +95,10 @@ class ConfigResource(Leaf):
 
 
 def config_report(config: Config, service_status, activity: DoorActivity | None = None) -> dict:
-    """The ``/config`` report: gates, features, services without their secrets; with
-    ``activity``, each door's last call and refusals of the last hour, and the doors
-    not declared that refused calls lately (reference §7.6)."""
+    """The ``/config`` report: gates, features, services, consumers and subscriptions,
+    without their secrets (a subscription's URL is only its origin: its path may be
+    one); with ``activity``, each door's last call and refusals of the last hour, and
+    the doors not declared that refused calls lately (reference §7.6)."""
     report: dict[str, Any] = {
         "gates": list(gate_names()) if config.feature("Gate") else [],
         "features": [
@@ -111,6 +113,22 @@ def config_report(config: Config, service_status, activity: DoorActivity | None 
                 **(activity.door(service.gate, service.door) if activity is not None else {}),
             }
             for service in config.services
+        ],
+        "consumers": [
+            {"name": consumer.name, "patterns": list(consumer.patterns)}
+            for consumer in config.consumers
+        ],
+        "subscriptions": [
+            {
+                "name": subscription.name,
+                "receiver": subscription.origin,
+                "patterns": list(subscription.patterns),
+                "allowPrivate": subscription.allow_private,
+                "initialDelay": subscription.initial_delay,
+                "maxDelay": subscription.max_delay,
+                "maxAttempts": subscription.max_attempts,
+            }
+            for subscription in config.subscriptions
         ],
     }
     if activity is not None:
@@ -582,9 +600,9 @@ class WebApp:
     """The daemon's HTTP resources, built once and served whole or split in two.
 
     ``site("all")`` serves everything on one port; with an admin endpoint,
-    ``site("public")`` serves only ``/gate`` and ``/status`` and
+    ``site("public")`` serves only ``/gate``, ``/status`` and ``/events`` and
     ``site("admin")`` the rest (status page, ``/config``, ``/health``,
-    ``/metrics``). Both share one call handler, so the status page shows the
+    ``/metrics``, and ``/events`` too). Both share one call handler, so the status page shows the
     calls the public port received.
     """
 
@@ -597,19 +615,40 @@ class WebApp:
         service_status=None,
         metrics: Metrics | None = None,
         archive_recent=None,
+        events=None,
+        subscriptions=None,
     ):
         """``archive_recent``: the archive's last notifications
-        (:class:`~notifications.archive.RecentNotifications`), for the status page."""
+        (:class:`~notifications.archive.RecentNotifications`), for the status page;
+        ``events``: the :class:`~notifications.events.EventStreams` of ``/events``
+        (no such path without it); ``subscriptions``: the
+        :class:`~notifications.subscriptions.Subscriptions`, for the status page and
+        the metrics."""
         if metrics is None:
             known = [(service.gate, service.door) for service in config.services]
-            metrics = Metrics(dispatcher, reactor, known_doors=known)
+            metrics = Metrics(
+                dispatcher,
+                reactor,
+                known_doors=known,
+                events=events,
+                subscriptions=subscriptions,
+            )
         self.config = config
         self.reactor = reactor
         self.metrics = metrics
+        self.events = events
         self.activity = DoorActivity(reactor, _doors(config))
         self.handler = CallHandler(config, dispatcher, reactor, metrics, self.activity)
         self.recent = RecentSource(self.handler.recent, archive_recent)
-        self.dashboard = Dashboard(config, dispatcher, self.recent, reactor, self.activity)
+        self.dashboard = Dashboard(
+            config,
+            dispatcher,
+            self.recent,
+            reactor,
+            self.activity,
+            events=events,
+            subscriptions=subscriptions,
+        )
         self.status = StatusResource()
         self.health = HealthResource(dispatcher)
         self.config_resource = ConfigResource(
@@ -650,6 +689,9 @@ class WebApp:
             if self.config.feature("GetConfig"):
                 root.putChild(b"config", self.config_resource)
         root.putChild(b"status", self.status)
+        if self.events is not None:
+            # On every surface: the public one too, as it is authenticated.
+            root.putChild(b"events", EventsResource(self.events))
         if surface != "admin" and self.config.feature("Gate"):
             root.putChild(b"gate", self.gate_tree)
         return root

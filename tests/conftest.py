@@ -118,6 +118,26 @@ async def consumer(broker):
     await close_consumer(consumer, broker)
 
 
+@pytest_twisted.async_yield_fixture
+async def subscribed(broker):
+    """The names of the subscriptions a test configures: their quorum queues, the
+    dead-letter exchange and the test's exchange are deleted at the end (the
+    daemon's publisher declares them as soon as it connects)."""
+    from notifications.config import dead_letter_exchange, dead_letter_queue, subscription_queue
+
+    names: list[str] = []
+    yield names
+    client, channel = await connect(reactor, broker)
+    try:
+        for name in names:
+            await channel.queue_delete(queue=subscription_queue(broker.exchange, name))
+            await channel.queue_delete(queue=dead_letter_queue(broker.exchange, name))
+        await channel.exchange_delete(exchange=dead_letter_exchange(broker.exchange))
+        await channel.exchange_delete(exchange=broker.exchange)
+    finally:
+        await client.close(within=2)
+
+
 def write_json(path: Path, value: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(value), encoding="utf-8")
@@ -228,6 +248,54 @@ async def _settle() -> None:
     d = defer.Deferred()
     reactor.callLater(0, d.callback, None)
     await d
+
+
+@dataclass
+class WholeDaemon:
+    """Every service of one daemon process (``notifications.daemon.build_daemon``: the
+    reading connection, event streams and subscriptions included), in the test's
+    reactor, its site on 127.0.0.1."""
+
+    url: str
+    config: Config
+    daemon: Any
+    port: Any
+
+    async def post(self, path: str, value: dict) -> tuple[int, bytes]:
+        response = await treq.post(
+            self.url + path,
+            json.dumps(value).encode(),
+            headers={"Content-Type": ["application/json"]},
+        )
+        return response.code, await response.content()
+
+    async def stop(self) -> None:
+        """Stop it (again is fine): the port, then every service."""
+        if self.port is not None:
+            await self.port.stopListening()
+            self.port = None
+        if self.daemon.top.running:
+            await self.daemon.top.stopService()
+        await defer.Deferred.fromCoroutine(_settle())
+
+
+async def start_whole_daemon(config: Config, surface: str = "all") -> WholeDaemon:
+    """Build and start a whole daemon; ready once both broker connections are up."""
+    from notifications.daemon import build_daemon
+
+    daemon = build_daemon(config, reactor)
+    daemon.top.startService()
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(
+        daemon.app.site(surface)
+    )
+    running = WholeDaemon(f"http://127.0.0.1:{port.getHost().port}", config, daemon, port)
+    try:
+        await daemon.delivery.publisher.when_connected().addTimeout(10, reactor)
+        await wait_for(lambda: daemon.consumer.connected)
+    except BaseException:
+        await running.stop()
+        raise
+    return running
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ basic auth) and answers from what the test put in it. ``mode`` (or
 ``malformed`` status 200 and a body that is not JSON
 ``slow``     the normal answer, ``delay`` seconds later (``reactor.callLater``)
 ``empty``    an empty result, as for an object the bot cannot see
+``hang``     no answer at all: the connection stays open until the fake stops
 
 Start with ``await FakeConduit(...).start()``; ``await fake.stop()`` closes
 the port and every connection, and cancels pending slow answers.
@@ -28,7 +29,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.web import server
 from twisted.web.resource import Resource
 
-MODES = ("normal", "api-error", "http-500", "malformed", "slow", "empty")
+MODES = ("normal", "api-error", "http-500", "malformed", "slow", "empty", "hang")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class Recorded:
     form: dict[str, str] = field(default_factory=dict)
     user: str | None = None
     password: str | None = None
+    #: When it arrived (reactor seconds).
+    time: float = 0.0
 
     @property
     def json(self) -> Any:
@@ -130,6 +133,7 @@ class FakeService(Resource):
             path=unquote(request.path.decode()),
             headers=headers,
             body=body,
+            time=reactor.seconds(),
         )
         if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             fields = parse_qs(body.decode(), keep_blank_values=True)
@@ -140,6 +144,8 @@ class FakeService(Resource):
             recorded.user, recorded.password = user, password
         self.requests.append(recorded)
         mode = self.mode_for(recorded)
+        if mode == "hang":
+            return server.NOT_DONE_YET  # stop() aborts the connection
         if mode == "http-500":
             request.setResponseCode(500)
             request.setHeader(b"content-type", b"text/html")
@@ -364,3 +370,15 @@ class FakeMailgun(FakeService):
         if message is None or mode == "empty":
             return 404, b'{"message": "Message not found"}'
         return 200, json.dumps(message).encode()
+
+
+# Webhook receivers -------------------------------------------------------------
+
+
+class FakeReceiver(FakeService):
+    """A receiver of outgoing webhooks: records each POST; ``normal`` answers 200,
+    ``http-500`` 500, ``hang`` never answers. ``stop()`` then ``start(port)`` takes it
+    down and brings it back on the same port."""
+
+    def answer(self, recorded: Recorded, mode: str) -> tuple[int, bytes]:
+        return 200, b'{"ok": true}'

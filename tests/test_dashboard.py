@@ -90,7 +90,11 @@ async def test_status_json(daemon_factory):
         "recentFrom",
         "doors",
         "undeclaredDoors",
+        "events",
+        "subscriptions",
     }
+    # This site has no event streams nor subscriptions (see tests/test_subscriptions.py).
+    assert (status["events"], status["subscriptions"]) == (None, [])
     assert status["recentFrom"] == "process"  # the archive is off for these tests
     assert status["version"] == __version__
     assert abs(status["now"] - time.time()) < 5

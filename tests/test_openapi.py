@@ -30,7 +30,16 @@ from tests.helpers import unavailable
 from tests.processes import running_twistd
 
 #: Every route of the HTTP surface besides the gates (README, "HTTP surface").
-ROUTES = ("/", "/status", "/status.json", "/health", "/config", "/metrics", "/openapi.json")
+ROUTES = (
+    "/",
+    "/status",
+    "/status.json",
+    "/health",
+    "/config",
+    "/metrics",
+    "/openapi.json",
+    "/events",
+)
 
 #: The checks every schemathesis call runs (by name, looked up in schemathesis.checks).
 CHECKS = (
@@ -242,6 +251,9 @@ DOOR = "Acme"
 SECRET = "openapi-door-secret"
 MAX_BODY_SIZE = 8192
 
+#: The token of the open daemon's consumer (its archive is off: /events is 503 there).
+CONSUMER_TOKEN = "openapi-consumer-token-0123"
+
 #: Doors open to anyone: a GitHub door without a secret and unsigned calls
 #: allowed, open Docker Hub, Jenkins and Notification doors, a Phabricator
 #: instance; every feature on.
@@ -254,7 +266,8 @@ OPEN = {
         {"gate": "Phabricator", "door": DOOR, "instance": "https://phabricator.invalid"},
     ],
     "toml": 'allow_unsigned = ["GitHub"]\npublish_timeout = 0.5\n'
-    f"max_body_size = {MAX_BODY_SIZE}\n",
+    f"max_body_size = {MAX_BODY_SIZE}\n"
+    f'\n[[consumers]]\nname = "schema"\ntoken = "{CONSUMER_TOKEN}"\npatterns = ["acme.#"]\n',
 }
 #: Doors with secrets, unsigned GitHub calls refused, no actions report, no /config.
 LOCKED = {
@@ -444,3 +457,35 @@ def test_a_lone_surrogate_in_a_json_body_is_no_5xx(schemathesis, open_daemon_for
     )
     checks = [getattr(schemathesis.checks, name) for name in CHECKS]
     case.validate_response(case.call(base_url=open_daemon_for_bugs, timeout=10), checks=checks)
+
+
+#: Calls to /events with the consumer's token: (query, headers, expected status).
+EVENT_CALLS = [
+    ({"pattern": ["acme.de*"]}, {}, 400),
+    ({}, {"Last-Event-ID": "yesterday"}, 400),
+    ({"pattern": ["#"]}, {}, 403),
+    ({"pattern": ["acme.#"]}, {}, 503),  # the archive is off in these tests
+    ({}, {"Authorization": "Bearer wrong-token"}, 401),
+]
+
+
+@pytest.fixture(scope="module")
+def open_daemon(tmp_path_factory):
+    """The open setup's daemon (with its consumer), once for the module."""
+    directory = tmp_path_factory.mktemp("events")
+    make_config(directory, test_broker(), **OPEN)
+    with running_twistd(directory) as daemon:
+        yield daemon.url
+
+
+@pytest.mark.parametrize(("query", "headers", "expected"), EVENT_CALLS)
+def test_event_refusals_match_the_document(schemathesis, open_daemon, query, headers, expected):
+    base_url = open_daemon
+    operation = schemathesis.openapi.from_dict(document())["/events"]["GET"]
+    case = operation.Case(
+        query=query, headers={"Authorization": f"Bearer {CONSUMER_TOKEN}", **headers}
+    )
+    response = case.call(base_url=base_url, timeout=10)
+    checks = [getattr(schemathesis.checks, name) for name in CHECKS if name != "not_a_server_error"]
+    case.validate_response(response, checks=checks)
+    assert response.status_code == expected, response.text

@@ -23,6 +23,7 @@ from notifications.amqp.connection import connect
 from notifications.routing import (
     TopicPattern,
     compile_pattern,
+    covers,
     matches,
     pattern_error,
     split_words,
@@ -225,3 +226,72 @@ async def test_the_matcher_agrees_with_rabbitmq():
     # The comparison is not vacuous: the broker routed plenty, and not everything.
     pairs = sum(len(got) for got in routed.values())
     assert 0 < pairs < len(patterns_list) * len(keys_list)
+
+
+# covers: a pattern asked for within the patterns granted ---------------------------------
+
+#: (granted, asked for, whether every key asked for is granted)
+COVERS = [
+    (["acme.#"], "acme.#", True),
+    (["acme.#"], "acme.*.github.#", True),
+    (["acme.#"], "acme", True),  # acme.# matches "acme" itself
+    (["acme.#"], "#", False),
+    (["acme.#"], "acme*", False),  # a literal word, another project
+    (["acme.*"], "acme.#", False),  # acme and acme.a.b are not granted
+    (["a.b", "a.c"], "a.*", False),  # a.d
+    (["a.*", "a.#.b"], "a.*.b", True),
+    (["*.ops.#", "acme.#"], "acme.ops.#", True),
+    (["*.*.#"], "#.x.y", True),
+    (["#"], "", True),
+    (["*"], "", False),
+    (["a.#.b", "a.#.c"], "a.#.b", True),
+    (["a.#.b", "a.#.c"], "a.#", False),
+    (["#.b", "a.#"], "a.*.b", True),
+    (["a..b"], "a.*.b", False),  # only the empty middle word is granted
+    (["a.*.b"], "a..b", True),
+    ([], "acme.#", False),  # nothing granted
+]
+
+
+@pytest.mark.parametrize(("granted", "asked", "expected"), COVERS)
+def test_covers(granted: list[str], asked: str, expected: bool):
+    assert covers(granted, asked) is expected
+
+
+WORDS = ["a", "b", "*", "#"]
+
+
+def keys_up_to(length: int, alphabet: list[str]) -> list[str]:
+    found = []
+    for size in range(length + 1):
+        found += [".".join(words) for words in itertools.product(alphabet, repeat=size)]
+    return found
+
+
+#: Every key of up to 5 words over a, b and a word no pattern names (z), "" included.
+KEYS = keys_up_to(5, ["a", "b", "z"])
+
+
+@settings(max_examples=300, deadline=None, phases=[Phase.generate])
+@given(
+    granted=st.lists(st.lists(st.sampled_from(WORDS), min_size=1, max_size=3), max_size=2),
+    asked=st.lists(st.sampled_from(WORDS), min_size=1, max_size=3),
+)
+def test_covers_agrees_with_every_key_tried(granted: list[list[str]], asked: list[str]):
+    """Against brute force: no key of up to 5 words is asked for and not granted when
+    covers says yes; some is when it says no (patterns of 3 words or fewer have their
+    smallest counterexample within 5 words)."""
+    granted_patterns = [".".join(words) for words in granted]
+    asked_pattern = ".".join(asked)
+    outside = [
+        key
+        for key in KEYS
+        if matches(asked_pattern, key) and not any(matches(g, key) for g in granted_patterns)
+    ]
+    assert covers(granted_patterns, asked_pattern) is (not outside), outside[:3]
+
+
+def test_covers_gives_up_on_a_walk_too_long():
+    asked = "a.b.c.d.e.f.g"
+    assert covers(["a.#"], asked) is True
+    assert covers(["a.#"], asked, limit=3) is False  # past the limit: no

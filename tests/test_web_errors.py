@@ -19,6 +19,10 @@ SECRETS = {
     "phabricator": "api-phab-token-777",
     "trigger": "dh-trigger-token-999",
     "mailgun": "key-mailgun-31337",
+    "consumer": "consumer-token-0123456789",
+    "subscription": "subscription-signing-secret",
+    # A chat webhook's URL holds its own secret in its path.
+    "webhook path": "T000/B000/XXXXwebhooksecret",
 }
 SERVICES = [
     {"gate": "GitHub", "door": "Acme", "secret": SECRETS["github"]},
@@ -94,11 +98,17 @@ NO_CALL = {"lastCall": None, "refusals": {}}
 
 
 @pytest_twisted.ensureDeferred
-async def test_config_report(daemon_factory):
+async def test_config_report(subscribed, daemon_factory):
+    subscribed.append("chat")  # its queues are declared by the daemon: deleted at the end
     daemon = await daemon_factory(
         services=SERVICES,
         tokens={"acme/widgets": SECRETS["trigger"]},
-        toml=f'\n[mailgun]\nkey = "{SECRETS["mailgun"]}"\n',
+        toml=f'\n[mailgun]\nkey = "{SECRETS["mailgun"]}"\n'
+        f'\n[[consumers]]\nname = "dashboard"\ntoken = "{SECRETS["consumer"]}"\n'
+        'patterns = ["acme.#"]\n'
+        f'\n[[subscriptions]]\nname = "chat"\nsecret = "{SECRETS["subscription"]}"\n'
+        f'url = "https://hooks.example.org/services/{SECRETS["webhook path"]}"\n'
+        'patterns = ["#"]\n',
     )
     response, body = await get(daemon, "/config")
     assert response.code == 200
@@ -121,6 +131,18 @@ async def test_config_report(daemon_factory):
                 "status": "Projects map not cached.",
                 **NO_CALL,
             },
+        ],
+        "consumers": [{"name": "dashboard", "patterns": ["acme.#"]}],
+        "subscriptions": [
+            {
+                "name": "chat",
+                "receiver": "https://hooks.example.org",
+                "patterns": ["#"],
+                "allowPrivate": False,
+                "initialDelay": 1.0,
+                "maxDelay": 300.0,
+                "maxAttempts": 300,
+            }
         ],
         "undeclaredDoors": [],
     }

@@ -227,6 +227,7 @@ class StreamReader(ChannelEvents):
         self._ack_every = max(1, prefetch // 4)
         self._unacked = 0
         self._pending: deque[Message] = deque()
+        self._pending_bytes = 0
         self._waiting: defer.Deferred | None = None
         self._ended: StreamClosed | None = None
         # Deliveries still arriving are dropped (closed, or ended by an error).
@@ -268,6 +269,7 @@ class StreamReader(ChannelEvents):
                 waiting.callback(delivery)
             return
         self._pending.append(message)
+        self._pending_bytes += len(message.content.body or b"")
 
     def broker_cancel(self, message: Message) -> None:
         self._end(StreamClosed(f"the broker cancelled the reading of {self.queue!r} (deleted?)"))
@@ -291,7 +293,9 @@ class StreamReader(ChannelEvents):
         if self._waiting is not None:
             raise RuntimeError("get() called again before the previous one fired")
         while self._pending:
-            delivery = self._take(self._pending.popleft())
+            message = self._pending.popleft()
+            self._pending_bytes -= len(message.content.body or b"")
+            delivery = self._take(message)
             if delivery is not None:
                 return defer.succeed(delivery)
         if self._ended is not None:
@@ -303,6 +307,11 @@ class StreamReader(ChannelEvents):
     def buffered(self) -> int:
         """How many deliveries arrived and wait to be taken (dropped ones included)."""
         return len(self._pending)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """The size of the bodies of the deliveries that wait to be taken."""
+        return self._pending_bytes
 
     def _forget_waiting(self, waiting: defer.Deferred) -> None:
         if self._waiting is waiting:
@@ -365,6 +374,7 @@ class StreamReader(ChannelEvents):
         if not error.by_owner:
             self._discarding = True
             self._pending.clear()
+            self._pending_bytes = 0
         if self._waiting is not None and not self._pending:
             waiting, self._waiting = self._waiting, None
             waiting.errback(self._ended)
@@ -397,6 +407,7 @@ class StreamReader(ChannelEvents):
         """Stop now: drop what was not taken and close the channel (again is fine)."""
         self._discarding = True
         self._pending.clear()
+        self._pending_bytes = 0
         self._end(StreamClosed("the reader was closed", by_owner=True))
         await self._release()
 

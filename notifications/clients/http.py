@@ -55,6 +55,10 @@ class ServiceUnreachable(RemoteServiceError):
     """No connection, a TLS failure, or the connection lost before the answer."""
 
 
+class AddressRefused(ServiceUnreachable):
+    """The host resolves to an address the call may not reach (a private one)."""
+
+
 class ServiceHTTPError(RemoteServiceError):
     """An answer with an unexpected HTTP status."""
 
@@ -207,6 +211,9 @@ def _reasons(failure: Failure) -> list[Failure]:
 
 
 def _mapped(failure: Failure, what: str, timeout: float) -> Failure:
+    if failure.check(AddressRefused):
+        # Raised by the endpoint, which does not know what the call is.
+        return Failure(AddressRefused(f"{what}: {failure.value}"))
     if failure.check(RemoteServiceError) or not failure.check(*_NETWORK):
         return failure
     if failure.check(_BodyTooLarge):
@@ -223,12 +230,18 @@ class HTTP:
     Made without a pool: :meth:`start` makes it (the daemon's clients service
     does, once running; a command's first call does), :meth:`close` closes its
     connections.
+
+    ``endpoint_factory`` (an ``IAgentEndpointFactory``) replaces the agent's own
+    way of connecting: the outgoing webhooks' client checks the addresses a
+    name resolves to before it connects (:mod:`notifications.clients.webhooks`);
+    TLS is then that factory's to set up.
     """
 
-    def __init__(self, reactor, tls_policy=None, persistent: bool = True):
+    def __init__(self, reactor, tls_policy=None, persistent: bool = True, endpoint_factory=None):
         self.reactor = reactor
         self.tls_policy = tls_policy or BrowserLikePolicyForHTTPS()
         self.persistent = persistent
+        self.endpoint_factory = endpoint_factory
         self.pool: HTTPConnectionPool | None = None
         self.client: HTTPClient | None = None
 
@@ -236,7 +249,12 @@ class HTTP:
         """Make the connection pool, the agent and the treq client (once)."""
         if self.client is None:
             self.pool = HTTPConnectionPool(self.reactor, persistent=self.persistent)
-            agent = Agent(self.reactor, contextFactory=self.tls_policy, pool=self.pool)
+            if self.endpoint_factory is not None:
+                agent = Agent.usingEndpointFactory(
+                    self.reactor, self.endpoint_factory, pool=self.pool
+                )
+            else:
+                agent = Agent(self.reactor, contextFactory=self.tls_policy, pool=self.pool)
             self.client = HTTPClient(agent)
 
     def request(

@@ -231,6 +231,52 @@
     byId("doors-empty").hidden = rows.length > 0;
   }
 
+  function drawEvents(events) {
+    if (!events) {
+      setText("events-open", "–");
+      setText("events-state", "not served by this process");
+      for (const id of ["events-sent", "events-opened", "events-too-slow"]) setText(id, null);
+      return;
+    }
+    setText("events-open", events.open);
+    setText("events-state", events.enabled ? "GET /events, at most " + events.maxStreams :
+      "off: the archive is off");
+    setText("events-sent", events.sent);
+    setText("events-opened", events.opened);
+    setText("events-too-slow", events.tooSlow);
+  }
+
+  function count(value) {
+    return value === null || value === undefined ? "?" : String(value);
+  }
+
+  function drawWebhooks(subscriptions) {
+    const rows = [];
+    for (const subscription of subscriptions) {
+      const row = element("tr");
+      row.dataset.subscription = subscription.name;
+      cell(row, "Subscription", "name").textContent = subscription.name;
+      cell(row, "Receiver", "receiver").appendChild(
+        breakable("code", null, subscription.receiver, "/.:"));
+      cell(row, "Waiting", "count waiting").textContent = count(subscription.waiting);
+      cell(row, "Delivered", "count delivered").textContent = count(subscription.delivered);
+      cell(row, "Retried", "count retried").textContent = count(subscription.retried);
+      const dead = cell(row, "Dead", "count dead");
+      dead.textContent = count(subscription.dead);
+      dead.classList.toggle("warn", subscription.dead > 0);
+      const error = cell(row, "Last error", "error");
+      if (subscription.lastError) {
+        error.appendChild(element("span", "time", clock(subscription.lastErrorTime) + " "));
+        error.appendChild(element("span", null, subscription.lastError));
+      } else {
+        error.appendChild(element("span", "muted", "—"));
+      }
+      rows.push(row);
+    }
+    byId("webhook-rows").replaceChildren(...rows);
+    byId("webhooks-section").hidden = rows.length === 0;
+  }
+
   function draw(status) {
     setText("version", "v" + status.version);
     setText("exchange", status.exchange);
@@ -240,6 +286,8 @@
     drawGates(status.gates);
     drawDoors(status.doors, status.undeclaredDoors);
     drawRecent(status.recent);
+    drawEvents(status.events);
+    drawWebhooks(status.subscriptions || []);
     document.title = (status.broker.connected ? "" : "⚠ ") + "Notifications center";
   }
 
