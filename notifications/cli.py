@@ -97,8 +97,6 @@ def show_config(config: Config) -> list[str]:
         *(f"  {'✓' if config.feature(name) else '✗'} {name}" for name in FEATURES),
         "",
     ]
-    if not config.services:
-        return [*lines, "Services: none"]
     rows = [
         (
             service.gate,
@@ -108,8 +106,24 @@ def show_config(config: Config) -> list[str]:
         )
         for service in config.services
     ]
-    table = format_table(("gate", "door", "instance", "status"), rows)
-    return [*lines, "Services:", *(f"  {line}" for line in table)]
+    lines += section("Services", ("gate", "door", "instance", "status"), rows)
+    rows = [(consumer.name, " ".join(consumer.patterns) or "ø") for consumer in config.consumers]
+    lines += ["", *section("Consumers (GET /events)", ("name", "patterns"), rows)]
+    # A subscription's URL is shown by its origin only, as in /config: its
+    # path may be a secret.
+    rows = [
+        (subscription.name, subscription.origin, " ".join(subscription.patterns))
+        for subscription in config.subscriptions
+    ]
+    lines += ["", *section("Subscriptions (webhooks)", ("name", "receiver", "patterns"), rows)]
+    return lines
+
+
+def section(title: str, header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """A titled table of ``config show``, or "<title>: none"."""
+    if not rows:
+        return [f"{title}: none"]
+    return [f"{title}:", *(f"  {line}" for line in format_table(header, rows))]
 
 
 def command_config_show(args: argparse.Namespace) -> int:

@@ -124,7 +124,7 @@ def test_config_show_lists_gates_features_and_services(tmp_path, capsys):
 def test_config_show_columns_are_aligned(tmp_path, capsys):
     path = write_config(tmp_path)
     _, out, _ = run(capsys, "--config", str(path), "config", "show")
-    rows = out.split("Services:\n")[1].splitlines()
+    rows = out.split("Services:\n")[1].split("\n\n")[0].splitlines()
     assert len(rows) == 2 + len(SERVICES)  # headers, rule, one row per service
     starts = {line.index("ø") for line in rows if "ø" in line}
     assert len(starts) == 1, rows
@@ -136,7 +136,44 @@ def test_config_show_without_gates_or_services(tmp_path, capsys):
     assert code == 0
     assert "Gates: none (the Gate feature is off)" in out
     assert "  ✗ Gate" in out.splitlines()
-    assert out.rstrip().endswith("Services: none")
+    assert "Services: none" in out.splitlines()
+    assert "Consumers (GET /events): none" in out.splitlines()
+    assert out.rstrip().endswith("Subscriptions (webhooks): none")
+
+
+def test_config_show_lists_consumers_and_subscriptions_without_secrets(tmp_path, capsys):
+    token = "consumer-token-0123456789"
+    secret = "subscription-secret-0123456789"
+    path = write_config(
+        tmp_path,
+        toml=f"""
+[[consumers]]
+name = "dashboard"
+token = "{token}"
+patterns = ["acme.#", "*.ops.#"]
+
+[[consumers]]
+name = "nobody"
+token = "another-token-0123456789"
+
+[[subscriptions]]
+name = "relay"
+url = "https://relay.acme.test/hooks/k3y-in-the-path"
+patterns = ["acme.#"]
+secret = "{secret}"
+""",
+    )
+    code, out, err = run(capsys, "--config", str(path), "config", "show")
+    assert (code, err) == (0, "")
+    assert table_row(out, "dashboard", "acme.# *.ops.#") == ["dashboard", "acme.# *.ops.#"]
+    assert table_row(out, "nobody", "ø") == ["nobody", "ø"]
+    assert table_row(out, "relay", "https://relay.acme.test") == [
+        "relay",
+        "https://relay.acme.test",
+        "acme.#",
+    ]
+    for hidden in (token, secret, "k3y-in-the-path"):
+        assert hidden not in out
 
 
 def test_config_show_a_cached_projects_map_is_fine(tmp_path, capsys):
