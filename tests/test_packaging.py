@@ -508,6 +508,13 @@ def test_the_salt_state_writes_a_configuration_that_loads(tmp_path):
         (s["gate"], s["door"]) for s in example["credentials"]["services"]
     ]
     assert config.dockerhub_tokens == example["dockerhub_tokens"]
+    # lists of the pillar are arrays of tables
+    assert [(c.name, list(c.patterns)) for c in config.consumers] == [
+        (c["name"], c["patterns"]) for c in example["config"]["consumers"]
+    ]
+    assert [(s.name, s.url) for s in config.subscriptions] == [
+        (s["name"], s["url"]) for s in example["config"]["subscriptions"]
+    ]
     assert validate_files(conf / "notifications.toml", environ={}) == []
     # the environment file overrides the broker's settings, as systemd passes it
     environment = dict(

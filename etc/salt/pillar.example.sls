@@ -63,6 +63,16 @@ notifications:
       timeout: 10
     mailgun:
       key: key-change-me
+    # Lists are arrays of tables ([[consumers]], [[subscriptions]]).
+    consumers:
+      - name: dashboard
+        token: change-me-dashboard-events-token
+        patterns: ["acme.#"]
+    subscriptions:
+      - name: chat-relay
+        url: https://relay.acme.example/hooks/notifications
+        patterns: ["acme.#"]
+        secret: change-me-chat-relay-signing-secret
 
   # credentials.json: the older system's file, as data.
   credentials:
