@@ -105,9 +105,30 @@ async def close_consumer(consumer: Consumer, broker: BrokerConfig | None = None)
     await consumer.client.close(within=2)
 
 
-@pytest.fixture
-def broker() -> BrokerConfig:
-    return test_broker()
+@pytest_twisted.async_yield_fixture
+async def broker():
+    """Broker settings on an exchange of the test's own; the exchange and its
+    archive stream (if a daemon declared one) are deleted at the end."""
+    settings = test_broker()
+    yield settings
+    await forget_exchange(settings)
+
+
+async def forget_exchange(broker: BrokerConfig) -> None:
+    """Delete a test's exchange and archive stream, when the broker answers.
+
+    Best effort: a test that needs the broker has failed already if it does not
+    answer; a test that only reads the settings must not fail for its sake.
+    """
+    try:
+        client, channel = await connect(reactor, broker)
+    except Exception:  # no broker: nothing to clean
+        return
+    try:
+        await channel.queue_delete(queue=f"{broker.exchange}.archive")
+        await channel.exchange_delete(exchange=broker.exchange)
+    finally:
+        await client.close(within=2)
 
 
 @pytest_twisted.async_yield_fixture

@@ -149,6 +149,8 @@ class DaemonProcess:
             f'exchange = "{broker.exchange}"\nheartbeat = 2\n'
             '[gate]\ncredentials = "credentials.json"\npublish_timeout = 0.5\n'
             '[storage]\ndirectory = "spool"\ndrain_timeout = 3\n'
+            # No archive stream: it would stay on the broker's disk after the test.
+            "[archive]\nenabled = false\n"
         )
         self.twistd = TwistdProcess(directory, port=port)
         self.pool = HTTPConnectionPool(reactor, persistent=False)
