@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import gc
 import hashlib
 import hmac
 import io
@@ -309,6 +308,7 @@ def steps(body: bytes, signature: str, number: int):
         from twisted.internet.testing import StringTransport
         from twisted.logger import globalLogPublisher, textFileLogObserver
 
+        from notifications.daemon import freeze_startup_objects
         from notifications.dispatcher import Dispatcher
         from notifications.gates import make_gates
         from notifications.outbox import Outbox
@@ -382,9 +382,8 @@ def steps(body: bytes, signature: str, number: int):
             sink.seek(0)
             sink.truncate()
 
-        # As the daemon does once started (tap.freeze_startup_objects).
-        gc.collect()
-        gc.freeze()
+        # As the daemon does once started.
+        freeze_startup_objects()
         return run
 
     return [
