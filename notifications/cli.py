@@ -51,8 +51,9 @@ from .commands.common import (
     say,
     start_connection,
 )
-from .config import FEATURES, Config, ConfigError, Service, config_path, load_config
+from .config import FEATURES, Config, ConfigError, config_path, load_config
 from .config import validate_files as find_config_problems
+from .credentials import Service
 from .gates import (
     GateCall,
     GateError,

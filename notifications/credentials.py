@@ -1,4 +1,10 @@
-"""The credentials file, edited in place by ``notifications door`` (reference §8.9).
+"""The credentials file: its entries as the daemon reads them (reference §7.2),
+and its edition in place by ``notifications door`` (reference §8.9).
+
+Each entry is a :class:`Service`: a (gate, door), its secret or instance, and
+the previous secret of a rotation. A secret may be given in the file, by an
+environment variable or by a file of its own (:func:`resolve_secret`, which the
+configuration file uses too).
 
 An edit is all or nothing, and refuses rather than guesses:
 
@@ -24,19 +30,22 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import math
 import os
 import re
 import stat
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .config import parse_services
+from .analyzers import read_json
 from .errors import ConfigError
 from .files import replace_file, sync_folder
+from .gates import gate_class
 
 #: The longest door name, in UTF-8 bytes (it is a URL segment and a routing-key word).
 DOOR_MAX_BYTES = 100
@@ -48,6 +57,234 @@ _DOOR_FORBIDDEN = re.compile(r"[/\\?#%.*\s\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-
 
 #: How long an edit waits for another one to release the file.
 LOCK_TIMEOUT = 10.0
+
+
+#: A secret being rotated keeps its previous value, accepted until its expiry
+#: (reference §7.8): ``previous_<key>`` (or ``previous_<key>_file``) and
+#: ``previous_<key>_expires``.
+def _previous_keys(key: str) -> frozenset[str]:
+    return frozenset({f"previous_{key}", f"previous_{key}_file", f"previous_{key}_expires"})
+
+
+#: The keys of any credentials entry; a gate may allow more (its ``credential_keys``).
+_SERVICE_KEYS = {
+    "gate",
+    "door",
+    "instance",
+    "secret",
+    "secret_env",
+    "secret_file",
+    *_previous_keys("secret"),
+}
+
+
+def resolve_secret(
+    values: Mapping[str, Any],
+    name: str,
+    where: str,
+    path: Path,
+    environ: Mapping[str, str],
+) -> str | None:
+    """A secret given as ``name``, ``name_env`` (a variable) or ``name_file`` (a file).
+
+    So that a secret manager (Vault agent templates, systemd credentials,
+    container secrets) can supply it instead of the configuration file. A
+    missing variable or an unreadable file is a configuration error; a file
+    path is relative to the folder of the file that names it.
+    """
+    given = [key for key in (name, f"{name}_env", f"{name}_file") if values.get(key) is not None]
+    if len(given) > 1:
+        raise ConfigError(path, f"{where}: give only one of {', '.join(given)}")
+    if not given:
+        return None
+    key = given[0]
+    value = values[key]
+    if not isinstance(value, str):
+        raise ConfigError(path, f"{where}: {key} must be a string")
+    if key == name:
+        return value
+    if key.endswith("_env"):
+        if value not in environ:
+            raise ConfigError(path, f"{where}: environment variable {value} is not set")
+        return environ[value]
+    file = Path(value) if os.path.isabs(value) else path.parent / value
+    try:
+        return file.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = getattr(error, "strerror", None) or str(error)
+        raise ConfigError(path, f"{where}: cannot read the secret file {file}: {reason}") from None
+
+
+@dataclass(frozen=True)
+class Service:
+    """One entry of the credentials file: a (gate, door) and its secret or instance.
+
+    A secret being rotated (``notifications door rotate``) has a previous
+    value, still accepted until its expiry (Unix time): calls are checked
+    against :meth:`secrets` or :meth:`hmac_keys` at the time of the call, so
+    that the previous value stops working on time without a reload.
+    """
+
+    gate: str
+    door: str
+    instance: str | None = None
+    secret: str | None = field(default=None, repr=False)
+    #: Phabricator only: the HMAC key that signs the door's Herald webhooks.
+    hmac_key: str | None = field(default=None, repr=False)
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_expires: float | None = None
+    previous_hmac_key: str | None = field(default=None, repr=False)
+    previous_hmac_key_expires: float | None = None
+
+    def secrets(self, now: float) -> tuple[str, ...]:
+        """The secrets a call may carry at ``now``: the current one, and the
+        previous one before its expiry."""
+        return _accepted(self.secret, self.previous_secret, self.previous_secret_expires, now)
+
+    def hmac_keys(self, now: float) -> tuple[str, ...]:
+        """The Herald HMAC keys a call may be signed with at ``now`` (as :meth:`secrets`)."""
+        return _accepted(self.hmac_key, self.previous_hmac_key, self.previous_hmac_key_expires, now)
+
+    def previous(self) -> Iterator[tuple[str, float]]:
+        """``(key name, expiry)`` of each previous value this entry keeps."""
+        if self.previous_secret and self.previous_secret_expires is not None:
+            yield "secret", self.previous_secret_expires
+        if self.previous_hmac_key and self.previous_hmac_key_expires is not None:
+            yield "hmac_key", self.previous_hmac_key_expires
+
+
+def _accepted(
+    current: str | None, previous: str | None, expires: float | None, now: float
+) -> tuple[str, ...]:
+    if not current:
+        # A door without a secret is open (or closed) as such: a previous
+        # secret alone does not make it a signed door.
+        return ()
+    if previous and expires is not None and now < expires:
+        return (current, previous)
+    return (current,)
+
+
+def parse_expiry(text: str) -> float:
+    """An ISO 8601 time with its time zone (``2026-12-08T10:00:00Z``) as Unix time.
+
+    Raises ValueError when it is not one.
+    """
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        raise ValueError("no time zone (end it with Z for UTC)")
+    return moment.timestamp()
+
+
+def format_expiry(seconds: float) -> str:
+    """Unix time as the credentials file writes an expiry: ``2026-12-08T10:00:00Z``,
+    rounded up to the second (a grace period is never shorter than asked)."""
+    return datetime.fromtimestamp(math.ceil(seconds), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def describe_previous_secrets(services: tuple[Service, ...], now: float) -> list[str]:
+    """One phrase per previous secret: accepted until when, or expired (for the logs)."""
+    phrases = []
+    for service in services:
+        for key, expires in service.previous():
+            state = "accepted until" if now < expires else "expired at"
+            phrases.append(
+                f"{service.gate}/{service.door} previous {key} {state} {format_expiry(expires)}"
+            )
+    return phrases
+
+
+def load_services(path: Path, environ: Mapping[str, str] = os.environ) -> tuple[Service, ...]:
+    """Read the older system's credentials file, naming any entry that is wrong."""
+    return parse_services(read_json(path), path, environ)
+
+
+def parse_services(
+    data: Any, path: Path, environ: Mapping[str, str] = os.environ
+) -> tuple[Service, ...]:
+    """Check the parsed credentials file ``data`` (read from ``path``), naming any entry
+    that is wrong; its services."""
+    if not isinstance(data, dict) or not isinstance(data.get("services"), list):
+        raise ConfigError(path, 'expected an object with a "services" list')
+    unknown = sorted(set(data) - {"services"})
+    if unknown:
+        raise ConfigError(path, f"unknown key {unknown[0]!r}")
+    services: list[Service] = []
+    seen: set[tuple[str, str]] = set()
+    for index, entry in enumerate(data["services"]):
+        where = f"services[{index}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(path, f"{where} must be an object")
+        if isinstance(entry.get("gate"), str) and isinstance(entry.get("door"), str):
+            where += f" ({entry['gate']}/{entry['door']})"
+        gate = gate_class(entry.get("gate"))
+        keys = _SERVICE_KEYS | (gate.credential_keys if gate is not None else set())
+        unknown = sorted(set(entry) - keys)
+        if unknown:
+            # The keys of a rotation are named only for a key that looks like one.
+            rotating = unknown[0].startswith("prev")
+            expected = sorted(key for key in keys if rotating or not key.startswith("previous_"))
+            raise ConfigError(
+                path, f"{where}: unknown key {unknown[0]!r} (expected {', '.join(expected)})"
+            )
+        for key in ("gate", "door"):
+            if not isinstance(entry.get(key), str) or not entry[key]:
+                raise ConfigError(path, f"{where}: {key} must be a non-empty string")
+        if entry.get("instance") is not None and not isinstance(entry["instance"], str):
+            raise ConfigError(path, f"{where}: instance must be a string")
+        secret = resolve_secret(entry, "secret", where, path, environ)
+        hmac_key = resolve_secret(entry, "hmac_key", where, path, environ)
+        previous_secret, previous_secret_expires = _previous(entry, "secret", where, path)
+        previous_hmac_key, previous_hmac_key_expires = _previous(entry, "hmac_key", where, path)
+        if gate is None:
+            raise ConfigError(path, f"{where}: unknown gate {entry['gate']!r}")
+        if gate.needs_instance and not entry.get("instance"):
+            raise ConfigError(path, f"{where}: a {gate.name} service needs an instance URL")
+        key = (entry["gate"], entry["door"])
+        if key in seen:
+            raise ConfigError(path, f"{where}: this gate and door are already declared")
+        seen.add(key)
+        services.append(
+            Service(
+                gate=entry["gate"],
+                door=entry["door"],
+                instance=entry.get("instance") or None,
+                secret=secret or None,
+                hmac_key=hmac_key or None,
+                previous_secret=previous_secret,
+                previous_secret_expires=previous_secret_expires,
+                previous_hmac_key=previous_hmac_key,
+                previous_hmac_key_expires=previous_hmac_key_expires,
+            )
+        )
+    return tuple(services)
+
+
+def _previous(
+    entry: Mapping[str, Any], key: str, where: str, path: Path
+) -> tuple[str | None, float | None]:
+    """The previous value of a secret being rotated and its expiry, both or neither."""
+    value = resolve_secret(entry, f"previous_{key}", where, path, {})
+    expires = entry.get(f"previous_{key}_expires")
+    if value is None and expires is None:
+        return None, None
+    if value is None:
+        raise ConfigError(
+            path, f"{where}: previous_{key}_expires without previous_{key} (or previous_{key}_file)"
+        )
+    if expires is None:
+        raise ConfigError(path, f"{where}: previous_{key} needs previous_{key}_expires")
+    try:
+        if not isinstance(expires, str):
+            raise ValueError("not a string")
+        seconds = parse_expiry(expires)
+    except ValueError as error:
+        raise ConfigError(
+            path,
+            f"{where}: previous_{key}_expires must be a time such as 2026-12-08T10:00:00Z "
+            f"({error})",
+        ) from None
+    return value or None, seconds
 
 
 class CredentialsError(Exception):

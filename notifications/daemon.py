@@ -35,8 +35,9 @@ from twisted.logger import Logger
 from .archive import RecentNotifications
 from .clients import Clients, ClientsService, make_clients
 from .clients.projects import projects_map_status
-from .config import Config, ConfigError, describe_previous_secrets, load_config
+from .config import Config, ConfigError, load_config
 from .consumer import ConsumerConnection
+from .credentials import describe_previous_secrets
 from .daemonfiles import DaemonFiles
 from .delivery import DeliveryService, make_delivery
 from .events import EventStreams

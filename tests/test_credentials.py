@@ -22,14 +22,16 @@ from twisted.internet.task import Clock
 
 from notifications.cli import main
 from notifications.commands.doors import diagnose
-from notifications.config import (
+from notifications.config import load_config
+from notifications.credentials import (
+    CredentialsFile,
     Service,
+    check_door_name,
     describe_previous_secrets,
-    load_config,
+    format_credentials,
     load_services,
     parse_expiry,
 )
-from notifications.credentials import CredentialsFile, check_door_name, format_credentials
 from notifications.errors import ConfigError
 from notifications.gates import GateCall, GateError, make_gates
 from notifications.web import config_report

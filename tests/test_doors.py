@@ -22,7 +22,7 @@ from twisted.internet import reactor, threads
 from twisted.internet.task import deferLater
 from twisted.internet.utils import getProcessOutputAndValue
 
-from notifications.config import parse_expiry
+from notifications.credentials import parse_expiry
 from tests.conftest import bind_consumer, close_consumer, make_config, test_broker
 from tests.helpers import closed_port, signed_github_request
 from tests.processes import start_twistd

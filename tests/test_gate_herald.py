@@ -21,7 +21,8 @@ from twisted.internet import reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 
 from notifications.clients import Clients, ClientsService, make_clients
-from notifications.config import load_config, load_services
+from notifications.config import load_config
+from notifications.credentials import load_services
 from notifications.delivery import make_delivery
 from notifications.errors import ConfigError
 from notifications.gates import make_gates

@@ -29,7 +29,7 @@ from notifications.clients.projects import (
     projects_map_status,
     write_cache,
 )
-from notifications.config import Service
+from notifications.credentials import Service
 from notifications.delivery import make_delivery
 from notifications.gates import make_gates
 from notifications.web import WebApp

@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from ..config import Service
+from ..credentials import Service
 from ..report import NOTIFY_NEW_COMMITS, side_action
 from .http import HTTP, MalformedAnswer, RemoteServiceError, origin, redact, unexpected
 

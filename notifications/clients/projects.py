@@ -24,7 +24,8 @@ from twisted.internet import defer, threads
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from ..config import Config, Service
+from ..config import Config
+from ..credentials import Service
 from ..files import replace_file
 from ..gates.phabricator import NOT_CACHED, PhabricatorGate
 from ..renderers import dig

@@ -33,20 +33,20 @@ from twisted.internet import defer, error
 from ..config import (
     Config,
     Locations,
-    Service,
     check_public_url,
     config_path,
-    format_expiry,
     load_config,
     load_locations,
-    parse_expiry,
 )
 from ..credentials import (
     CredentialsError,
     CredentialsFile,
+    Service,
     Snapshot,
     check_document,
     check_door_name,
+    format_expiry,
+    parse_expiry,
     replace_file,
     rewrite_secret_file,
     write_secret_file,

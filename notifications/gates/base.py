@@ -33,7 +33,8 @@ from ..notification import Notification
 if TYPE_CHECKING:
     # Only named in annotations: the configuration reads the gates' registry,
     # so the gates do not import it when they run.
-    from ..config import Config, Service
+    from ..config import Config
+    from ..credentials import Service
 
 BAD_REQUEST = "Bad request."
 UNAUTHORIZED = "Unauthorized action."

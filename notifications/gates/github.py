@@ -37,7 +37,7 @@ from .base import (
 )
 
 if TYPE_CHECKING:
-    from ..config import Service
+    from ..credentials import Service
 
 EVENT_HEADER = "X-GitHub-Event"
 DELIVERY_HEADER = "X-GitHub-Delivery"

@@ -39,7 +39,7 @@ from .base import (
 from .base import parse_json_object as parse_json
 
 if TYPE_CHECKING:
-    from ..config import Service
+    from ..credentials import Service
 
 UNKNOWN_INSTANCE = "Unknown Phabricator instance."
 
