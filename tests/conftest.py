@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -34,12 +35,20 @@ BROKER_HOST = os.environ.get("BROKER_HOST", "127.0.0.1")
 BROKER_PORT = int(os.environ.get("BROKER_PORT", "5672"))
 
 
+#: The exchanges :func:`test_broker` named: whatever a test's daemons declared
+#: on them (the exchange, its archive stream) is deleted when the session ends.
+_NAMED_EXCHANGES: set[str] = set()
+
+
 def test_broker(exchange: str | None = None, **changes: Any) -> BrokerConfig:
     """Broker settings for the local RabbitMQ, on an exchange of the test's own."""
+    if exchange is None:
+        exchange = f"notifications-test-{uuid.uuid4().hex[:12]}"
+        _NAMED_EXCHANGES.add(exchange)
     settings: dict[str, Any] = {
         "host": BROKER_HOST,
         "port": BROKER_PORT,
-        "exchange": exchange or f"notifications-test-{uuid.uuid4().hex[:12]}",
+        "exchange": exchange,
         "connect_timeout": 5.0,
         "heartbeat": 0,
     }
@@ -114,8 +123,9 @@ async def broker():
     await forget_exchange(settings)
 
 
-async def forget_exchange(broker: BrokerConfig) -> None:
-    """Delete a test's exchange and archive stream, when the broker answers.
+async def forget_exchange(broker: BrokerConfig, *others: str) -> None:
+    """Delete a test's exchange and archive stream (and those of the ``others``
+    exchanges), when the broker answers.
 
     Best effort: a test that needs the broker has failed already if it does not
     answer; a test that only reads the settings must not fail for its sake.
@@ -125,10 +135,26 @@ async def forget_exchange(broker: BrokerConfig) -> None:
     except Exception:  # no broker: nothing to clean
         return
     try:
-        await channel.queue_delete(queue=f"{broker.exchange}.archive")
-        await channel.exchange_delete(exchange=broker.exchange)
+        for exchange in (broker.exchange, *others):
+            await channel.queue_delete(queue=f"{exchange}.archive")
+            await channel.exchange_delete(exchange=exchange)
     finally:
         await client.close(within=2)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Delete the exchanges the tests' daemons declared on the local broker
+    (a test with the :func:`broker` fixture has deleted its own already)."""
+    named = set(_NAMED_EXCHANGES)
+    # The test modules import this file as ``tests.conftest``, pytest as
+    # ``conftest``: two modules, each with its own set.
+    twin = sys.modules.get("tests.conftest")
+    if twin is not None and twin is not sys.modules[__name__]:
+        named |= twin._NAMED_EXCHANGES
+    names = sorted(named)
+    if names:
+        cleaning = forget_exchange(test_broker(names[0]), *names[1:])
+        pytest_twisted.blockon(defer.ensureDeferred(cleaning))
 
 
 @pytest_twisted.async_yield_fixture
