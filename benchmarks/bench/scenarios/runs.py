@@ -122,6 +122,23 @@ def gateway_run(
         broker.teardown(setup.exchange, setup.queue)
 
 
+def github_run(options, workdir, broker, outcome, connections, label, **arguments):
+    """The gateway under the signed GitHub push for ``--duration`` seconds, the
+    run of ``throughput`` and of the alternating rounds; ``arguments``: the
+    keyword arguments of :func:`gateway_run`."""
+    return gateway_run(
+        options,
+        workdir,
+        broker,
+        outcome,
+        github_request,
+        connections,
+        label,
+        options.duration,
+        **arguments,
+    )
+
+
 def plain_run(options, workdir, outcome, connections, label, duration, default=False) -> Load:
     """The bare twisted.web server (or, ``default``, twisted.web with its
     defaults) under the same requests as the gateway: no queue, nothing to count."""
@@ -189,7 +206,7 @@ def alternating_rounds(
 ) -> dict[tuple[str, int], list[Load]]:
     """The gateway in each variant, round after round, in alternating order.
 
-    ``variants``: (label prefix, name, keyword arguments of :func:`gateway_run`).
+    ``variants``: (label prefix, name, keyword arguments of :func:`github_run`).
     Figures taken minutes apart on a shared machine drift: only variants run
     side by side, in ABBA order (A B, B A, A B…), compare. Returns the loads
     of each (name, connections); each run is a row of the outcome too.
@@ -199,16 +216,8 @@ def alternating_rounds(
         for prefix, name, arguments in variants if index % 2 == 0 else variants[::-1]:
             for connections in options.connections:
                 label = f"{prefix}-{connections}-round{index + 1}"
-                load, in_queue, verdict = gateway_run(
-                    options,
-                    workdir,
-                    broker,
-                    outcome,
-                    github_request,
-                    connections,
-                    label,
-                    options.duration,
-                    **arguments,
+                load, in_queue, verdict = github_run(
+                    options, workdir, broker, outcome, connections, label, **arguments
                 )
                 loads[name, connections].append(load)
                 outcome.rows.append(
