@@ -5,14 +5,17 @@ default twisted.web server with its warm-up and wrk run."""
 from __future__ import annotations
 
 import collections
+import json
 import shutil
 import statistics
 import time
 import uuid
 from pathlib import Path
 
+from tests.payloads import github_push
+
 from ..base import ROOT
-from ..load import Load, github_request, run_wrk
+from ..load import PUSH_COMMITS, Load, github_request, run_wrk
 from ..outcome import count_check, cpu_per_call, load_checks, ms
 from ..profiling import print_profile, start_profiler, summarize_profile
 from ..servers import (
@@ -230,6 +233,37 @@ def alternating_rounds(
                     f"call, p99 {ms(load.latency_ms['p99'])} ms, {in_queue} in the queue {verdict}",
                     flush=True,
                 )
+    return loads
+
+
+def variants_side_by_side(
+    options,
+    workdir,
+    broker,
+    outcome,
+    scenario: str,
+    heading: str,
+    title: str,
+    variants: list[tuple[str, str, dict]],
+) -> dict[tuple[str, int], list[Load]]:
+    """:func:`alternating_rounds` between its announcement and its table.
+
+    ``heading`` says what the scenario compares (``== <scenario>: <heading>,
+    3 rounds…``), ``title`` heads the table (:func:`print_variants`).
+    """
+    print(
+        f"\n== {scenario}: {heading}, {options.rounds} round"
+        f"{'s' if options.rounds > 1 else ''} in alternating order, at "
+        f"{', '.join(map(str, options.connections))} connections, {options.duration:g} s each "
+        f"(GitHub push, {len(json.dumps(github_push(PUSH_COMMITS)))} bytes, signed)"
+    )
+    loads = alternating_rounds(options, workdir, broker, outcome, scenario, variants)
+    print_variants(
+        f"{title} (GitHub push, 7 KB signed; min–max of {options.rounds} runs)",
+        [name for _, name, _ in variants],
+        loads,
+        options.connections,
+    )
     return loads
 
 
