@@ -7,19 +7,20 @@ of what the ratio gateway/bare measures), and, like the daemon's
 ``GateRequest``, no parsing of POST bodies into ``request.args``
 (``parsePOSTFormSubmission=False``): the cheapest twisted.web can be.
 
+The resource, the options and the listening are ``twisted_default.py``'s
+(imported once the reactor is installed): only the ``Site`` differs.
+
     python benchmarks/bare.py --port 8081
 """
 
 from __future__ import annotations
 
-import argparse
-
 from twisted.internet import epollreactor
 
 epollreactor.install()
 
-from twisted.internet import endpoints, reactor  # noqa: E402
-from twisted.web import resource, server  # noqa: E402
+from twisted.web import server  # noqa: E402
+from twisted_default import Receiver, arguments, serve  # noqa: E402
 
 
 class Request(server.Request):
@@ -30,34 +31,19 @@ class Request(server.Request):
         super().__init__(*args, **kwargs)
 
 
-class Ok(resource.Resource):
-    """Every path: POST reads the whole body, GET is a readiness probe."""
-
-    isLeaf = True
-
-    def render_POST(self, request):
-        request.content.read()
-        return b"ok"
-
-    def render_GET(self, request):
-        return b"ok"
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--interface", default="127.0.0.1")
+    parser = arguments(__doc__.splitlines()[0])
     parser.add_argument(
         "--parse-forms",
         action="store_true",
         help="twisted.web's default request (parses POST forms into request.args)",
     )
     options = parser.parse_args()
-    site = server.Site(Ok(), requestFactory=server.Request if options.parse_forms else Request)
+    site = server.Site(
+        Receiver(), requestFactory=server.Request if options.parse_forms else Request
+    )
     site.log = lambda request: None  # no access log: the ceiling
-    endpoint = endpoints.TCP4ServerEndpoint(reactor, options.port, interface=options.interface)
-    endpoint.listen(site)
-    reactor.run()
+    serve(site, options)
 
 
 if __name__ == "__main__":

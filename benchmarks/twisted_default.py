@@ -7,6 +7,9 @@ per request, written to ``--access-log``). Beside ``bare.py``, the ceiling
 with everything optional taken out, this is the reference a Twisted user
 would compare the gateway with.
 
+``bare.py`` imports the resource, the options and the listening from here:
+the two references differ only in their ``Site`` (and reactor), nothing else.
+
     python benchmarks/twisted_default.py --port 8083 --access-log /tmp/access.log
 """
 
@@ -31,16 +34,26 @@ class Receiver(resource.Resource):
         return b"ok"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def arguments(description: str) -> argparse.ArgumentParser:
+    """The options of both reference servers: where to listen."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--interface", default="127.0.0.1")
-    parser.add_argument("--access-log", required=True, help="the access log file")
-    options = parser.parse_args()
-    site = server.Site(Receiver(), logPath=options.access_log)
+    return parser
+
+
+def serve(site: server.Site, options: argparse.Namespace) -> None:
+    """Listen on ``--interface``, ``--port`` and run the reactor until it is stopped."""
     endpoint = endpoints.TCP4ServerEndpoint(reactor, options.port, interface=options.interface)
     endpoint.listen(site)
     reactor.run()
+
+
+def main() -> None:
+    parser = arguments(__doc__.splitlines()[0])
+    parser.add_argument("--access-log", required=True, help="the access log file")
+    options = parser.parse_args()
+    serve(server.Site(Receiver(), logPath=options.access_log), options)
 
 
 if __name__ == "__main__":

@@ -91,18 +91,26 @@ def github_request(port: int, secret: str) -> Request:
     return Request(path, head.encode(), b"\r\n\r\n" + body, len(body))
 
 
-def notification_request(port: int) -> Request:
-    body = json.dumps(SMALL_NOTIFICATION).encode()
-    path = "/gate/Notification/Acme"
-    head = (
-        f"POST {path} HTTP/1.1\r\n"
+#: The Notification gate's door of the small calls.
+NOTIFICATION_PATH = "/gate/Notification/Acme"
+
+
+def notification_head(port: int, length: int) -> str:
+    """The request line and headers of a small Notification call, up to its
+    ``Content-Length``: the plain and the stamped calls end them differently."""
+    return (
+        f"POST {NOTIFICATION_PATH} HTTP/1.1\r\n"
         f"Host: 127.0.0.1:{port}\r\n"
         "User-Agent: deployer/bench\r\n"
         "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n"
-        "X-Request-Id: "
+        f"Content-Length: {length}\r\n"
     )
-    return Request(path, head.encode(), b"\r\n\r\n" + body, len(body))
+
+
+def notification_request(port: int) -> Request:
+    body = json.dumps(SMALL_NOTIFICATION).encode()
+    head = notification_head(port, len(body)) + "X-Request-Id: "
+    return Request(NOTIFICATION_PATH, head.encode(), b"\r\n\r\n" + body, len(body))
 
 
 #: Width of the send-time stamp of a stamped request (µs of CLOCK_MONOTONIC).
@@ -119,16 +127,11 @@ def stamped_notification_request(port: int, secret: str = "") -> Request:
     fields = dict(SMALL_NOTIFICATION, type="deploy.t" + "0" * STAMP_DIGITS)
     body = json.dumps(fields)
     cut = body.index("0" * STAMP_DIGITS)
-    path = "/gate/Notification/Acme"
-    head = (
-        f"POST {path} HTTP/1.1\r\n"
-        f"Host: 127.0.0.1:{port}\r\n"
-        "User-Agent: deployer/bench\r\n"
-        "Content-Type: application/json\r\n"
-        f"Content-Length: {len(body.encode())}\r\n\r\n"
-    ) + body[:cut]
+    head = notification_head(port, len(body.encode())) + "\r\n" + body[:cut]
     tail = body[cut + STAMP_DIGITS :]
-    return Request(path, head.encode(), tail.encode(), len(body.encode()), stamped=True)
+    return Request(
+        NOTIFICATION_PATH, head.encode(), tail.encode(), len(body.encode()), stamped=True
+    )
 
 
 @dataclass

@@ -3,17 +3,13 @@ checkout, measured in alternating rounds."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-
-from tests.payloads import github_push
 
 from ..base import ROOT
 from ..broker import Broker
-from ..load import PUSH_COMMITS
 from ..outcome import Outcome, cpu_per_call
 from ..servers import check_source, export_version, git
-from .runs import alternating_rounds, median_ratio, print_variants
+from .runs import median_ratio, variants_side_by_side
 
 
 def scenario_compare(options, workdir: Path, broker: Broker, outcome: Outcome) -> None:
@@ -29,19 +25,16 @@ def scenario_compare(options, workdir: Path, broker: Broker, outcome: Outcome) -
     versions = [(commit, commit, folder), ("this", this, ROOT)]
     for _, name, source in versions:
         check_source(name, source)
-    print(
-        f"\n== compare: the gateway of {commit} and of {this}, {options.rounds} round"
-        f"{'s' if options.rounds > 1 else ''} in alternating order, at "
-        f"{', '.join(map(str, options.connections))} connections, {options.duration:g} s each "
-        f"(GitHub push, {len(json.dumps(github_push(PUSH_COMMITS)))} bytes, signed)"
-    )
     variants = [(prefix, name, {"source": source}) for prefix, name, source in versions]
-    loads = alternating_rounds(options, workdir, broker, outcome, "compare", variants)
-    print_variants(
-        f"Compared (GitHub push, 7 KB signed; min–max of {options.rounds} runs)",
-        [name for _, name, _ in versions],
-        loads,
-        options.connections,
+    loads = variants_side_by_side(
+        options,
+        workdir,
+        broker,
+        outcome,
+        "compare",
+        f"the gateway of {commit} and of {this}",
+        "Compared",
+        variants,
     )
     for connections in options.connections:
         old, new = loads[commit, connections], loads[this, connections]

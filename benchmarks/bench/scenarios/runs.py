@@ -5,14 +5,17 @@ default twisted.web server with its warm-up and wrk run."""
 from __future__ import annotations
 
 import collections
+import json
 import shutil
 import statistics
 import time
 import uuid
 from pathlib import Path
 
+from tests.payloads import github_push
+
 from ..base import ROOT
-from ..load import Load, github_request, run_wrk
+from ..load import PUSH_COMMITS, Load, github_request, run_wrk
 from ..outcome import count_check, cpu_per_call, load_checks, ms
 from ..profiling import print_profile, start_profiler, summarize_profile
 from ..servers import (
@@ -122,6 +125,23 @@ def gateway_run(
         broker.teardown(setup.exchange, setup.queue)
 
 
+def github_run(options, workdir, broker, outcome, connections, label, **arguments):
+    """The gateway under the signed GitHub push for ``--duration`` seconds, the
+    run of ``throughput`` and of the alternating rounds; ``arguments``: the
+    keyword arguments of :func:`gateway_run`."""
+    return gateway_run(
+        options,
+        workdir,
+        broker,
+        outcome,
+        github_request,
+        connections,
+        label,
+        options.duration,
+        **arguments,
+    )
+
+
 def plain_run(options, workdir, outcome, connections, label, duration, default=False) -> Load:
     """The bare twisted.web server (or, ``default``, twisted.web with its
     defaults) under the same requests as the gateway: no queue, nothing to count."""
@@ -189,7 +209,7 @@ def alternating_rounds(
 ) -> dict[tuple[str, int], list[Load]]:
     """The gateway in each variant, round after round, in alternating order.
 
-    ``variants``: (label prefix, name, keyword arguments of :func:`gateway_run`).
+    ``variants``: (label prefix, name, keyword arguments of :func:`github_run`).
     Figures taken minutes apart on a shared machine drift: only variants run
     side by side, in ABBA order (A B, B A, A B…), compare. Returns the loads
     of each (name, connections); each run is a row of the outcome too.
@@ -199,16 +219,8 @@ def alternating_rounds(
         for prefix, name, arguments in variants if index % 2 == 0 else variants[::-1]:
             for connections in options.connections:
                 label = f"{prefix}-{connections}-round{index + 1}"
-                load, in_queue, verdict = gateway_run(
-                    options,
-                    workdir,
-                    broker,
-                    outcome,
-                    github_request,
-                    connections,
-                    label,
-                    options.duration,
-                    **arguments,
+                load, in_queue, verdict = github_run(
+                    options, workdir, broker, outcome, connections, label, **arguments
                 )
                 loads[name, connections].append(load)
                 outcome.rows.append(
@@ -221,6 +233,37 @@ def alternating_rounds(
                     f"call, p99 {ms(load.latency_ms['p99'])} ms, {in_queue} in the queue {verdict}",
                     flush=True,
                 )
+    return loads
+
+
+def variants_side_by_side(
+    options,
+    workdir,
+    broker,
+    outcome,
+    scenario: str,
+    heading: str,
+    title: str,
+    variants: list[tuple[str, str, dict]],
+) -> dict[tuple[str, int], list[Load]]:
+    """:func:`alternating_rounds` between its announcement and its table.
+
+    ``heading`` says what the scenario compares (``== <scenario>: <heading>,
+    3 rounds…``), ``title`` heads the table (:func:`print_variants`).
+    """
+    print(
+        f"\n== {scenario}: {heading}, {options.rounds} round"
+        f"{'s' if options.rounds > 1 else ''} in alternating order, at "
+        f"{', '.join(map(str, options.connections))} connections, {options.duration:g} s each "
+        f"(GitHub push, {len(json.dumps(github_push(PUSH_COMMITS)))} bytes, signed)"
+    )
+    loads = alternating_rounds(options, workdir, broker, outcome, scenario, variants)
+    print_variants(
+        f"{title} (GitHub push, 7 KB signed; min–max of {options.rounds} runs)",
+        [name for _, name, _ in variants],
+        loads,
+        options.connections,
+    )
     return loads
 
 

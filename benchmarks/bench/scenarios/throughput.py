@@ -23,10 +23,10 @@ from pathlib import Path
 from tests.payloads import github_push
 
 from ..broker import Broker
-from ..load import PUSH_COMMITS, Load, github_request
+from ..load import PUSH_COMMITS, Load
 from ..outcome import Outcome, cpu_per_call, ms, print_table
 from ..servers import fastapi_python
-from .runs import fastapi_run, gateway_run, plain_run
+from .runs import fastapi_run, github_run, plain_run
 
 #: The targets; printed MET / NOT MET, never asserted (timings are noisy).
 #: The gateway against the receiver a Python user would write instead of it…
@@ -147,15 +147,13 @@ def scenario_throughput(options, workdir: Path, broker: Broker, outcome: Outcome
                             and contender == GATEWAY
                             and connections == options.connections[0]
                         )
-                        load, in_queue, verdict = gateway_run(
+                        load, in_queue, verdict = github_run(
                             options,
                             workdir,
                             broker,
                             outcome,
-                            github_request,
                             connections,
                             label,
-                            options.duration,
                             profile=profile,
                             workers=contender.workers,
                         )
