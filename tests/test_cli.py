@@ -264,21 +264,79 @@ def etc(tmp_path) -> Path:
     return tmp_path
 
 
-def test_payload_github_push(etc, capsys):
-    payload = github_push(commits=1, repo="infra-servers")
-    code, notification, err = render(
-        etc, capsys, "GitHub", payload_file(etc, payload), "Acme", "push"
-    )
+PUSHED = github_push(commits=1, repo="infra-servers")
+BUILT = jenkins("deploy-web", "COMPLETED", "SUCCESS")
+IMAGE = dockerhub_push("acme/widgets", "bob")
+DEPLOYED = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "Déployé"}
+
+
+@pytest.mark.parametrize(
+    ("args", "payload", "expected"),
+    [
+        pytest.param(
+            ("GitHub", "Acme", "push"),
+            PUSHED,
+            {
+                "service": "GitHub",
+                "project": "Acme",
+                "group": "ops",
+                "rawContent": PUSHED,
+                "type": "push",
+                "text": "alice committed Add the widget factory",
+                "link": PUSHED["head_commit"]["url"],
+            },
+            id="github push",
+        ),
+        pytest.param(
+            ("Jenkins", "Acme"),
+            BUILT,
+            {
+                "service": "Jenkins",
+                "project": "Acme",
+                "group": "ops",
+                "rawContent": BUILT,
+                "type": "completed.success",
+                "text": "Jenkins job deploy-web has been completed: success",
+                "link": "https://ci.acme.test/job/deploy-web/7/",
+            },
+            id="jenkins",
+        ),
+        pytest.param(
+            ("DockerHub", "acme"),
+            IMAGE,
+            {
+                "service": "DockerHub",
+                "project": "acme",
+                "group": "docker",
+                "rawContent": IMAGE,
+                "type": "push",
+                "text": "New image pushed to Docker Hub registry for acme/widgets by bob",
+                "link": "https://registry.hub.docker.com/u/acme/widgets/",
+            },
+            id="dockerhub push",
+        ),
+        pytest.param(
+            ("Notification",),
+            DEPLOYED,
+            {
+                "service": "Deployer",
+                "project": "cli",  # no door given: the CLI's
+                "group": "ops",
+                "rawContent": None,
+                "type": "deploy",
+                "text": "Déployé",
+                "link": "",
+            },
+            id="notification defaults to the cli door",
+        ),
+    ],
+)
+def test_payload_renders_the_notification(etc, capsys, args, payload, expected):
+    """The gate's name, then the payload file, then the door and the event if any."""
+    gate, *rest = args
+    code, notification, err = render(etc, capsys, gate, payload_file(etc, payload), *rest)
     assert (code, err) == (0, "")
-    assert notification == {
-        "service": "GitHub",
-        "project": "Acme",
-        "group": "ops",
-        "rawContent": payload,
-        "type": "push",
-        "text": "alice committed Add the widget factory",
-        "link": payload["head_commit"]["url"],
-    }
+    assert notification == expected
 
 
 def test_payload_github_ping_and_case_insensitive_service(etc, capsys):
@@ -325,21 +383,6 @@ def test_payload_github_event_ignored_by_the_analyzer(etc, capsys):
     assert out.startswith("No notification: the GitHub gate publishes nothing")
 
 
-def test_payload_jenkins(etc, capsys):
-    payload = jenkins("deploy-web", "COMPLETED", "SUCCESS")
-    code, notification, _ = render(etc, capsys, "Jenkins", payload_file(etc, payload), "Acme")
-    assert code == 0
-    assert notification == {
-        "service": "Jenkins",
-        "project": "Acme",
-        "group": "ops",
-        "rawContent": payload,
-        "type": "completed.success",
-        "text": "Jenkins job deploy-web has been completed: success",
-        "link": "https://ci.acme.test/job/deploy-web/7/",
-    }
-
-
 def test_payload_jenkins_ignored_job(etc, capsys):
     file = payload_file(etc, jenkins("nightly", "COMPLETED", "SUCCESS"))
     code, out, err = render(etc, capsys, "Jenkins", file, "Acme")
@@ -354,36 +397,6 @@ def test_payload_jenkins_needs_a_door(etc, capsys):
     code, _, err = render(etc, capsys, "Jenkins", payload_file(etc, jenkins()))
     assert code == 2
     assert "needs a door" in err
-
-
-def test_payload_dockerhub_push(etc, capsys):
-    payload = dockerhub_push("acme/widgets", "bob")
-    code, notification, _ = render(etc, capsys, "DockerHub", payload_file(etc, payload), "acme")
-    assert code == 0
-    assert notification == {
-        "service": "DockerHub",
-        "project": "acme",
-        "group": "docker",
-        "rawContent": payload,
-        "type": "push",
-        "text": "New image pushed to Docker Hub registry for acme/widgets by bob",
-        "link": "https://registry.hub.docker.com/u/acme/widgets/",
-    }
-
-
-def test_payload_notification_defaults_to_the_cli_door(etc, capsys):
-    body = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "Déployé"}
-    code, notification, _ = render(etc, capsys, "Notification", payload_file(etc, body))
-    assert code == 0
-    assert notification == {
-        "service": "Deployer",
-        "project": "cli",
-        "group": "ops",
-        "rawContent": None,
-        "type": "deploy",
-        "text": "Déployé",
-        "link": "",
-    }
 
 
 def test_payload_output_keeps_non_ascii(etc, capsys):
