@@ -610,21 +610,33 @@ def seconds_between(before: float, after: float) -> set[str]:
     }
 
 
+async def tail_while(config: Path, args: list[str], sending):
+    """``tail`` with ``args``, listening while ``sending()`` publishes; it must exit 0."""
+    tail = spawn(config, "tail", *args)
+    try:
+        await tail.listening()
+        await sending()
+    finally:
+        code = await tail.finish()
+    assert code == 0, tail.err
+    return tail
+
+
 @pytest_twisted.ensureDeferred
 async def test_tail_prints_the_matching_notifications(tmp_path, broker, consumer):
     config = write_config(tmp_path, toml=broker_toml(broker))
-    tail = spawn(config, "tail", "--count", "2", "--timeout", "20", "acme.#")
-    try:
-        await tail.listening()
-        before = time.time()
+    times: list[float] = []
+
+    async def sending() -> None:
+        times.append(time.time())
         out = await send(config, "acme", "Déployé v1.2", "--link", "https://ci.acme.test/7")
         assert out == "acme.ops.deployer.deploy\n"
         assert await send(config, "other", "Not for this tail") == "other.ops.deployer.deploy\n"
         await send(config, "acme", "Rolled back", "--raw", '{"version": "1.1"}')
-        after = time.time()
-    finally:
-        code = await tail.finish()
-    assert code == 0, tail.err
+        times.append(time.time())
+
+    tail = await tail_while(config, ["--count", "2", "--timeout", "20", "acme.#"], sending)
+    before, after = times
     lines = tail.out.decode().splitlines()
     assert [LINE.fullmatch(line)["rest"] for line in lines] == [
         "acme/ops Déployé v1.2 — https://ci.acme.test/7",
@@ -645,13 +657,11 @@ async def test_tail_prints_the_matching_notifications(tmp_path, broker, consumer
 @pytest_twisted.ensureDeferred
 async def test_tail_json(tmp_path, broker, consumer):
     config = write_config(tmp_path, toml=broker_toml(broker))
-    tail = spawn(config, "tail", "--json", "--count", "1", "--timeout", "20")
-    try:
-        await tail.listening()
+
+    async def sending() -> None:
         await send(config, "acme", "Déployé", "--raw", '{"version": "1.2"}')
-    finally:
-        code = await tail.finish()
-    assert code == 0, tail.err
+
+    tail = await tail_while(config, ["--json", "--count", "1", "--timeout", "20"], sending)
     lines = tail.out.decode().splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0]) == {
@@ -668,9 +678,8 @@ async def test_tail_json(tmp_path, broker, consumer):
 @pytest_twisted.ensureDeferred
 async def test_tail_skips_malformed_messages(tmp_path, broker, consumer):
     config = write_config(tmp_path, toml=broker_toml(broker))
-    tail = spawn(config, "tail", "--count", "1", "--timeout", "20")
-    try:
-        await tail.listening()
+
+    async def sending() -> None:
         client, channel = await connect(reactor, broker)
         channel.basic_publish(
             exchange=broker.exchange,
@@ -679,9 +688,8 @@ async def test_tail_skips_malformed_messages(tmp_path, broker, consumer):
         )
         await client.close(within=2)
         await send(config, "acme", "After the bad one")
-    finally:
-        code = await tail.finish()
-    assert code == 0, tail.err
+
+    tail = await tail_while(config, ["--count", "1", "--timeout", "20"], sending)
     assert [LINE.fullmatch(line)["rest"] for line in tail.out.decode().splitlines()] == [
         "acme/ops After the bad one"
     ]
