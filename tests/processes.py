@@ -44,14 +44,15 @@ def loopback_endpoint(port: int) -> str:
     return f"tcp:{port}:interface=127.0.0.1"
 
 
-def http_status(port: int, timeout: float = 30) -> bytes:
+def http_status(port: int, timeout: float = 30, process: subprocess.Popen | None = None) -> bytes:
     """GET /status on a loopback port, waiting for the daemon to listen.
 
     Returns the whole HTTP/1.0 answer (status line, headers, body), or ``b""``
-    when nothing answered within ``timeout`` seconds.
+    when nothing answered within ``timeout`` seconds, or (given the daemon's
+    ``process``) once that process has ended.
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
                 connection.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
