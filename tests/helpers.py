@@ -25,6 +25,7 @@ from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, c
 from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
 
+from notifications.amqp.connection import connect
 from tests.conftest import BROKER_HOST, BROKER_PORT
 
 #: The seven keys of a notification (reference §1).
@@ -136,16 +137,24 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-class _Collector(Protocol):
+class Collector(Protocol):
+    """A client connection keeping what the server sends; ``closed`` fires with all of it."""
+
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done: defer.Deferred = defer.Deferred()
+        self.received = b""
+        self.closed: defer.Deferred = defer.Deferred()
 
     def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
+        self.received += data
 
     def connectionLost(self, reason) -> None:
-        self.done.callback(b"".join(self.chunks))
+        self.closed.callback(self.received)
+
+
+async def connect_collector(base_url: str) -> Collector:
+    """A ``Collector`` connected to the daemon at ``base_url``, to write requests by hand."""
+    port = urlsplit(base_url).port
+    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Collector())
 
 
 async def raw_http(
@@ -156,24 +165,22 @@ async def raw_http(
     treq canonicalizes header names; this sends them exactly as given, to
     check that the daemon does not care about their case.
     """
-    port = urlsplit(base_url).port
     lines = [f"{method} {path} HTTP/1.0", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
     lines.extend(f"{name}: {value}" for name, value in headers)
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    collector = _Collector()
-    protocol = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-    protocol.transport.write(request)
-    response = await collector.done.addTimeout(5, reactor)
+    collector = await connect_collector(base_url)
+    collector.transport.write(request)
+    response = await collector.closed.addTimeout(5, reactor)
     head, _, content = response.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, content
 
 
 class SeverableProxy(portforward.ProxyFactory):
-    """A port forwarder to the broker whose connections a test can cut."""
+    """A port forwarder to a broker (the tests' by default) whose connections a test can cut."""
 
-    def __init__(self):
-        super().__init__(BROKER_HOST, BROKER_PORT)
+    def __init__(self, host: str = BROKER_HOST, port: int = BROKER_PORT):
+        super().__init__(host, port)
         self.servers: list[portforward.ProxyServer] = []
 
     def buildProtocol(self, addr):
@@ -245,3 +252,13 @@ def self_signed(name: str) -> tuple[bytes, bytes]:
             serialization.NoEncryption(),
         ),
     )
+
+
+async def delete_queue(broker, queue: str) -> None:
+    """Delete a queue of the test and the test's exchange, through a connection of its own."""
+    client, channel = await connect(reactor, broker)
+    try:
+        await channel.queue_delete(queue=queue)
+        await channel.exchange_delete(exchange=broker.exchange)
+    finally:
+        await client.close(within=2)

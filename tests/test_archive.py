@@ -16,6 +16,7 @@ from twisted.internet import reactor, threads
 from notifications.amqp.connection import connect
 from notifications.amqp.stream import StreamReader
 from tests.conftest import make_config
+from tests.helpers import delete_queue
 from tests.processes import request, start_twistd, wait_until
 
 ARCHIVE = '\n[archive]\nmax_age = "1h"\nmax_bytes = 10000000\nsegment_bytes = 1000000\n'
@@ -43,22 +44,13 @@ def health(port: int) -> dict:
     return json.loads(request(port, "GET", "/health")[1])
 
 
-async def delete_stream(broker, queue: str) -> None:
-    client, channel = await connect(reactor, broker)
-    try:
-        await channel.queue_delete(queue=queue)
-        await channel.exchange_delete(exchange=broker.exchange)
-    finally:
-        await client.close(within=2)
-
-
 @pytest_twisted.async_yield_fixture
 async def archived(tmp_path, broker):
     """A configuration with the archive on, on the test's exchange; the stream (and
     the exchange) deleted at the end."""
     make_config(tmp_path, broker, toml=ARCHIVE)
     yield broker, f"{broker.exchange}.archive"
-    await delete_stream(broker, f"{broker.exchange}.archive")
+    await delete_queue(broker, f"{broker.exchange}.archive")
 
 
 def connected(daemon, processes: int = 1) -> None:

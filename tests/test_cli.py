@@ -18,7 +18,6 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.protocols import portforward
 from txamqp.content import Content
 
 from notifications.amqp.connection import connect
@@ -27,6 +26,7 @@ from notifications.commands.tail import format_notification, parse_notification
 from notifications.config import BrokerConfig
 from notifications.publisher import message_properties
 from tests.conftest import make_config, test_broker, write_json
+from tests.helpers import SeverableProxy
 from tests.payloads import (
     dockerhub_push,
     github_ping,
@@ -708,28 +708,9 @@ async def test_tail_timeout_exits_0(tmp_path, broker, consumer):
     assert tail.out == b""
 
 
-class DroppingProxy(portforward.ProxyFactory):
-    """Forwards TCP connections to the broker, and can cut them all."""
-
-    def __init__(self, host: str, port: int):
-        super().__init__(host, port)
-        self.connections: list[portforward.ProxyServer] = []
-
-    def buildProtocol(self, addr):
-        server = super().buildProtocol(addr)
-        self.connections.append(server)
-        return server
-
-    def drop_all(self) -> None:
-        for server in self.connections:
-            if server.transport is not None:
-                server.transport.abortConnection()
-        self.connections.clear()
-
-
 @pytest_twisted.ensureDeferred
 async def test_tail_reconnects_when_the_connection_drops(tmp_path, broker, consumer):
-    proxy = DroppingProxy(broker.host, broker.port)
+    proxy = SeverableProxy(broker.host, broker.port)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(proxy)
     (tmp_path / "proxied").mkdir()
     through_proxy = write_config(
@@ -740,13 +721,13 @@ async def test_tail_reconnects_when_the_connection_drops(tmp_path, broker, consu
     tail = spawn(through_proxy, "tail", "--count", "1", "--timeout", "25")
     try:
         await tail.listening()
-        proxy.drop_all()
+        proxy.sever()
         await tail.listening(times=2)
         await send(direct, "acme", "After the reconnection")
     finally:
         code = await tail.finish()
         await port.stopListening()
-        proxy.drop_all()
+        proxy.sever()
     assert code == 0, tail.err
     err = tail.err.decode()
     assert "notifications: lost the connection to the broker\n" in err
