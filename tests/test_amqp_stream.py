@@ -39,7 +39,7 @@ from notifications.amqp.stream import (
 )
 from tests.conftest import wait_for
 from tests.test_amqp_fast_publish import broker_says
-from tests.test_amqp_tables import TXAMQP, header, method, new_client
+from tests.test_amqp_tables import TXAMQP, header, logged_in_client, method
 
 
 class Confirms(ChannelEvents):
@@ -650,14 +650,7 @@ class ScriptedReaderTests(SynchronousTestCase):
     """A StreamReader on an AMQPClient over a StringTransport, the broker's frames by hand."""
 
     def setUp(self) -> None:
-        self.client, self.transport = new_client()
-        started = self.client.start(b"\0guest\0guest", mechanism="PLAIN")
-        self.client.dataReceived(
-            broker_says(0, "connection.start", version_minor=9, mechanisms="PLAIN")
-            + broker_says(0, "connection.tune", channel_max=16, frame_max=4096)
-            + broker_says(0, "connection.open-ok")
-        )
-        self.successResultOf(started)
+        self.client, self.transport = logged_in_client(self, 16)
 
     def start(self, offset="first", prefetch: int = 8) -> StreamReader:
         reader = StreamReader(self.client, "s", offset, prefetch=prefetch)

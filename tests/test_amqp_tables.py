@@ -81,6 +81,21 @@ def new_client(listener=None) -> tuple[AMQPClient, StringTransport]:
     return client, transport
 
 
+def logged_in_client(
+    case: SynchronousTestCase, channel_max: int, listener=None
+) -> tuple[AMQPClient, StringTransport]:
+    """A ``new_client`` logged in to a scripted broker that allows ``channel_max`` channels."""
+    client, transport = new_client(listener)
+    started = client.start(b"\0guest\0guest", mechanism="PLAIN")
+    client.dataReceived(
+        broker_says(0, "connection.start", version_minor=9, mechanisms="PLAIN")
+        + broker_says(0, "connection.tune", channel_max=channel_max, frame_max=4096)
+        + broker_says(0, "connection.open-ok")
+    )
+    case.successResultOf(started)
+    return client, transport
+
+
 # Frames as txamqp writes them ----------------------------------------------------------------
 
 # What txamqp's codec writes right: ASCII text (it counts characters, not
@@ -189,14 +204,7 @@ class Listener(ChannelEvents):
 class ExtraChannelTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.main = Listener()
-        self.client, self.transport = new_client(self.main)
-        started = self.client.start(b"\0guest\0guest", mechanism="PLAIN")
-        self.client.dataReceived(
-            broker_says(0, "connection.start", version_minor=9, mechanisms="PLAIN")
-            + broker_says(0, "connection.tune", channel_max=4, frame_max=4096)
-            + broker_says(0, "connection.open-ok")
-        )
-        self.successResultOf(started)
+        self.client, self.transport = logged_in_client(self, 4, self.main)
         self.assertEqual(self.client.channel_max, 4)
         self.transport.clear()
 
