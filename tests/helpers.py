@@ -20,6 +20,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from hypothesis import Phase, given, settings
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
@@ -262,3 +263,16 @@ async def delete_queue(broker, queue: str) -> None:
         await channel.exchange_delete(exchange=broker.exchange)
     finally:
         await client.close(within=2)
+
+
+def generated(strategy, count: int) -> list:
+    """``count`` examples drawn by hypothesis (generation only: the broker runs afterwards)."""
+    drawn: list = []
+
+    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate])
+    @given(strategy)
+    def draw(example) -> None:
+        drawn.append(example)
+
+    draw()
+    return drawn
