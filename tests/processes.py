@@ -24,9 +24,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+from twisted.internet import threads
 
 #: The project's folder: the daemon's working directory (``etc/…`` paths are relative to it).
 ROOT = Path(__file__).resolve().parent.parent
@@ -235,6 +237,20 @@ def running_twistd(
         daemon.stop()
     if clean:
         daemon.assert_clean()
+
+
+@asynccontextmanager
+async def serving_twistd(
+    directory: Path, *arguments: str, **kwargs
+) -> AsyncIterator[TwistdProcess]:
+    """``start_twistd`` for a test in the reactor: ready, stopped on the way out, both in a
+    thread (they block). The log is left to the test to check."""
+    daemon = start_twistd(directory, *arguments, **kwargs)
+    try:
+        await threads.deferToThread(daemon.ready)
+        yield daemon
+    finally:
+        await threads.deferToThread(daemon.stop)
 
 
 def pid_alive(pid: int) -> bool:
