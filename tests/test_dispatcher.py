@@ -7,23 +7,19 @@ hand, and time is a :class:`Clock`. The broker itself is tested elsewhere.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
-import tempfile
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
 from notifications.delivery import DeliveryService
 from notifications.dispatcher import Dispatcher
 from notifications.outbox import Duplicate, Outbox
 from notifications.publisher import PublicationRefused
+from tests.test_outbox import OutboxTestCase
 
 
 @dataclass
@@ -116,20 +112,10 @@ def message_ids(count: int, prefix: str = "m") -> list[str]:
     return [f"{prefix}{i}" for i in range(count)]
 
 
-class DispatcherTestCase(SynchronousTestCase):
+class DispatcherTestCase(OutboxTestCase):
     """A dispatcher on a real outbox, a fake publisher and a Clock."""
 
-    def setUp(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="dispatcher-test-"))
-        self.addCleanup(shutil.rmtree, self.directory, True)
-        self.clock = Clock()
-        self.clock.advance(1_000)
-
-    def open_outbox(self) -> Outbox:
-        outbox = Outbox(self.directory, self.clock, threaded=False)
-        outbox.open()
-        self.addCleanup(outbox.close)
-        return outbox
+    start = 1_000
 
     def make_dispatcher(
         self, connected: bool = False, start: bool = True, **kwargs
@@ -139,7 +125,7 @@ class DispatcherTestCase(SynchronousTestCase):
         ``start=False``: the outbox is open, nothing else is started.
         """
         publisher = FakePublisher(connected)
-        outbox = self.open_outbox()
+        outbox = self.open()
         dispatcher = Dispatcher(outbox, publisher, self.clock, **kwargs)
         delivery = DeliveryService(outbox, publisher, dispatcher)
         if start:
@@ -450,7 +436,7 @@ class DispatcherTests(DispatcherTestCase):
         self.assertFalse(publisher.running)
         self.assertNoDelayedCalls()
 
-        reopened = self.open_outbox()
+        reopened = self.open()
         self.assertEqual(reopened.depth, 3)
         entries = self.successResultOf(reopened.load(0, 10))
         self.assertEqual([entry.message_id for entry in entries], message_ids(3))
@@ -465,7 +451,7 @@ class DispatcherTests(DispatcherTestCase):
         self.clock.advance(0.05)
         self.successResultOf(stopped)
         self.assertNoDelayedCalls()
-        self.assertEqual(self.open_outbox().depth, 0)
+        self.assertEqual(self.open().depth, 0)
 
     def test_start_purges_old_deliveries_every_hour(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=False, start=False)
@@ -578,7 +564,7 @@ class DeliverTests(DispatcherTestCase):
         self.clock.pump([0.05] * 25)
         self.successResultOf(stopped)
         self.assertEqual(self.successResultOf(d), [False])
-        reopened = self.open_outbox()
+        reopened = self.open()
         self.assertEqual(reopened.depth, 1)
 
 

@@ -55,14 +55,17 @@ def count_rows(path: Path, table: str) -> int:
         return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
 
 
-class OutboxTests(SynchronousTestCase):
-    """The outbox with its transactions run synchronously."""
+class OutboxTestCase(SynchronousTestCase):
+    """A directory of the test's own and a Clock ``start`` seconds in, for outboxes whose
+    transactions run synchronously (here and in the dispatcher's tests)."""
+
+    start = 1_000_000
 
     def setUp(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="outbox-test-"))
         self.addCleanup(shutil.rmtree, self.directory, True)
         self.clock = Clock()
-        self.clock.advance(1_000_000)
+        self.clock.advance(self.start)
 
     def open(self, **kwargs) -> Outbox:
         """An outbox on the test's directory, closed at the end of the test."""
@@ -70,6 +73,10 @@ class OutboxTests(SynchronousTestCase):
         outbox.open()
         self.addCleanup(outbox.close)
         return outbox
+
+
+class OutboxTests(OutboxTestCase):
+    """The outbox with its transactions run synchronously."""
 
     def close(self, outbox: Outbox) -> None:
         self.assertIsNone(self.successResultOf(outbox.close()))
