@@ -117,15 +117,9 @@ async def test_a_gateway_killed_during_a_stream_loses_no_answered_call(tmp_path,
 
 async def drain_ids(consumer, wait: float = 2.0) -> list[str]:
     """The message ids of everything that arrives until ``wait`` s pass without one."""
-    from txamqp.queue import Empty
-
-    ids = []
-    while True:
-        try:
-            message = await consumer.queue.get(timeout=wait)
-        except Empty:
-            return ids
-        ids.append(message.content.properties["message-id"])
+    return [
+        message.content.properties["message-id"] for message in await consumer.drain_messages(wait)
+    ]
 
 
 @pytest_twisted.ensureDeferred
