@@ -98,6 +98,12 @@ class Consumer:
             except Empty:
                 return messages
 
+    async def drain_ids(self, wait: float = 0.5) -> list[str]:
+        """``drain``, the messages' ids (the delivery id when a gate was given one)."""
+        return [
+            message.content.properties["message-id"] for message in await self.drain_messages(wait)
+        ]
+
 
 async def bind_consumer(broker: BrokerConfig, *patterns: str) -> Consumer:
     """Connect, declare an exclusive auto-deleted queue bound with ``patterns`` (default #)."""
