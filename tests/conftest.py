@@ -84,16 +84,25 @@ class Consumer:
         raise AssertionError(f"unexpected message: {message.content.body!r}")
 
     async def drain(self, wait: float = 0.5) -> list[dict]:
-        """Every message that arrives until ``wait`` seconds pass without one."""
+        """Every message that arrives until ``wait`` seconds pass without one (its JSON)."""
+        return [json.loads(message.content.body) for message in await self.drain_messages(wait)]
+
+    async def drain_messages(self, wait: float = 0.5) -> list:
+        """``drain``, the messages as txamqp gives them (properties and all)."""
         from txamqp.queue import Empty
 
-        bodies = []
+        messages = []
         while True:
             try:
-                message = await self.queue.get(timeout=wait)
+                messages.append(await self.queue.get(timeout=wait))
             except Empty:
-                return bodies
-            bodies.append(json.loads(message.content.body))
+                return messages
+
+    async def drain_ids(self, wait: float = 0.5) -> list[str]:
+        """``drain``, the messages' ids (the delivery id when a gate was given one)."""
+        return [
+            message.content.properties["message-id"] for message in await self.drain_messages(wait)
+        ]
 
 
 async def bind_consumer(broker: BrokerConfig, *patterns: str) -> Consumer:

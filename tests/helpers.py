@@ -4,8 +4,10 @@ a proxy in front of the broker whose connections a test can cut."""
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import hmac
+import ipaddress
 import json
 import os
 import socket
@@ -14,11 +16,17 @@ from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from hypothesis import Phase, given, settings
 from twisted.internet import defer, reactor
 from twisted.internet.endpoints import TCP4ClientEndpoint, TCP4ServerEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
 
+from notifications.amqp.connection import connect
 from tests.conftest import BROKER_HOST, BROKER_PORT
 
 #: The seven keys of a notification (reference §1).
@@ -130,16 +138,24 @@ def closed_port() -> int:
         return probe.getsockname()[1]
 
 
-class _Collector(Protocol):
+class Collector(Protocol):
+    """A client connection keeping what the server sends; ``closed`` fires with all of it."""
+
     def __init__(self) -> None:
-        self.chunks: list[bytes] = []
-        self.done: defer.Deferred = defer.Deferred()
+        self.received = b""
+        self.closed: defer.Deferred = defer.Deferred()
 
     def dataReceived(self, data: bytes) -> None:
-        self.chunks.append(data)
+        self.received += data
 
     def connectionLost(self, reason) -> None:
-        self.done.callback(b"".join(self.chunks))
+        self.closed.callback(self.received)
+
+
+async def connect_collector(base_url: str) -> Collector:
+    """A ``Collector`` connected to the daemon at ``base_url``, to write requests by hand."""
+    port = urlsplit(base_url).port
+    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Collector())
 
 
 async def raw_http(
@@ -150,24 +166,22 @@ async def raw_http(
     treq canonicalizes header names; this sends them exactly as given, to
     check that the daemon does not care about their case.
     """
-    port = urlsplit(base_url).port
     lines = [f"{method} {path} HTTP/1.0", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
     lines.extend(f"{name}: {value}" for name, value in headers)
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body
-    collector = _Collector()
-    protocol = await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), collector)
-    protocol.transport.write(request)
-    response = await collector.done.addTimeout(5, reactor)
+    collector = await connect_collector(base_url)
+    collector.transport.write(request)
+    response = await collector.closed.addTimeout(5, reactor)
     head, _, content = response.partition(b"\r\n\r\n")
     status = int(head.split(b" ", 2)[1])
     return status, content
 
 
 class SeverableProxy(portforward.ProxyFactory):
-    """A port forwarder to the broker whose connections a test can cut."""
+    """A port forwarder to a broker (the tests' by default) whose connections a test can cut."""
 
-    def __init__(self):
-        super().__init__(BROKER_HOST, BROKER_PORT)
+    def __init__(self, host: str = BROKER_HOST, port: int = BROKER_PORT):
+        super().__init__(host, port)
         self.servers: list[portforward.ProxyServer] = []
 
     def buildProtocol(self, addr):
@@ -206,3 +220,59 @@ def unavailable(reason: str) -> NoReturn:
     if in_ci():
         pytest.fail(f"CI=true but {reason}", pytrace=False)
     pytest.skip(reason)
+
+
+def self_signed(name: str) -> tuple[bytes, bytes]:
+    """A self-signed certificate for ``name`` (DNS name and, for an address, IP), its own CA,
+    and its key (PEM): for the tests of TLS verified against the URL's host name."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    names: list[x509.GeneralName] = [x509.DNSName(name)]
+    try:
+        names.append(x509.IPAddress(ipaddress.ip_address(name)))
+    except ValueError:
+        pass
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return (
+        certificate.public_bytes(serialization.Encoding.PEM),
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        ),
+    )
+
+
+async def delete_queue(broker, queue: str) -> None:
+    """Delete a queue of the test and the test's exchange, through a connection of its own."""
+    client, channel = await connect(reactor, broker)
+    try:
+        await channel.queue_delete(queue=queue)
+        await channel.exchange_delete(exchange=broker.exchange)
+    finally:
+        await client.close(within=2)
+
+
+def generated(strategy, count: int) -> list:
+    """``count`` examples drawn by hypothesis (generation only: the broker runs afterwards)."""
+    drawn: list = []
+
+    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate])
+    @given(strategy)
+    def draw(example) -> None:
+        drawn.append(example)
+
+    draw()
+    return drawn

@@ -24,9 +24,11 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
+
+from twisted.internet import threads
 
 #: The project's folder: the daemon's working directory (``etc/…`` paths are relative to it).
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,14 +46,15 @@ def loopback_endpoint(port: int) -> str:
     return f"tcp:{port}:interface=127.0.0.1"
 
 
-def http_status(port: int, timeout: float = 30) -> bytes:
+def http_status(port: int, timeout: float = 30, process: subprocess.Popen | None = None) -> bytes:
     """GET /status on a loopback port, waiting for the daemon to listen.
 
     Returns the whole HTTP/1.0 answer (status line, headers, body), or ``b""``
-    when nothing answered within ``timeout`` seconds.
+    when nothing answered within ``timeout`` seconds, or (given the daemon's
+    ``process``) once that process has ended.
     """
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1) as connection:
                 connection.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
@@ -234,6 +237,20 @@ def running_twistd(
         daemon.stop()
     if clean:
         daemon.assert_clean()
+
+
+@asynccontextmanager
+async def serving_twistd(
+    directory: Path, *arguments: str, **kwargs
+) -> AsyncIterator[TwistdProcess]:
+    """``start_twistd`` for a test in the reactor: ready, stopped on the way out, both in a
+    thread (they block). The log is left to the test to check."""
+    daemon = start_twistd(directory, *arguments, **kwargs)
+    try:
+        await threads.deferToThread(daemon.ready)
+        yield daemon
+    finally:
+        await threads.deferToThread(daemon.stop)
 
 
 def pid_alive(pid: int) -> bool:

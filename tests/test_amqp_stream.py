@@ -39,7 +39,7 @@ from notifications.amqp.stream import (
 )
 from tests.conftest import wait_for
 from tests.test_amqp_fast_publish import broker_says
-from tests.test_amqp_tables import TXAMQP, header, method, new_client
+from tests.test_amqp_tables import TXAMQP, header, logged_in_client, method
 
 
 class Confirms(ChannelEvents):
@@ -143,6 +143,19 @@ async def publisher(client, queue: str) -> StreamPublisher:
     return await StreamPublisher(client, queue).open()
 
 
+@pytest_twisted.async_yield_fixture
+async def stream(amqp):
+    """The connection, a stream queue of the test and a publisher on it (closed at the end).
+
+    Most tests write to one stream of their own and read it back.
+    """
+    client, _, new_stream = amqp
+    queue = await new_stream()
+    writer = await publisher(client, queue)
+    yield client, queue, writer
+    await writer.close()
+
+
 async def take(reader: StreamReader, count: int, timeout: float = 10.0) -> list:
     return [await reader.get().addTimeout(timeout, reactor) for _ in range(count)]
 
@@ -161,10 +174,8 @@ def bodies(prefix: str, count: int) -> list[bytes]:
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_delivery_has_its_offset_as_a_long_and_no_other_header(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_a_delivery_has_its_offset_as_a_long_and_no_other_header(stream):
+    client, queue, writer = stream
     await writer.one_by_one(bodies("m", 3))
     await writer.together(bodies("b", 3), headers={"mine": 1})
     reader = await StreamReader(client, queue, "first").start()
@@ -178,14 +189,11 @@ async def test_a_delivery_has_its_offset_as_a_long_and_no_other_header(amqp):
     offset, message = deliveries[0]  # an (offset, message) pair
     assert (offset, message.content.body) == (0, b"m0")
     await reader.close()
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_where_each_offset_starts(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_where_each_offset_starts(stream):
+    client, queue, writer = stream
     await writer.one_by_one(bodies("single", 3))  # offsets 0-2, a chunk each
     await writer.together(bodies("batch", 50))  # offsets 3-52, in few chunks
 
@@ -228,23 +236,19 @@ async def test_where_each_offset_starts(amqp):
     }
     for reader in readers.values():
         await reader.close()
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_empty_stream_gives_nothing_for_last_then_what_comes(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
+async def test_an_empty_stream_gives_nothing_for_last_then_what_comes(stream):
+    client, queue, writer = stream
     last = await StreamReader(client, queue, "last").start()
     first = await StreamReader(client, queue, "first").start()
     await nothing_more(last, 0.3)
-    writer = await publisher(client, queue)
     await writer.one_by_one([b"a", b"b"])
     assert [d.body for d in await take(last, 2)] == [b"a", b"b"]
     assert [d.body for d in await take(first, 2)] == [b"a", b"b"]
     await last.close()
     await first.close()
-    await writer.close()
 
 
 async def first_offset(client, queue: str, start="first") -> int:
@@ -285,10 +289,8 @@ async def test_retention_offsets_with_gaps_and_below_the_first(amqp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_timestamp_starts_at_that_second_and_older_messages_are_dropped(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_a_timestamp_starts_at_that_second_and_older_messages_are_dropped(stream):
+    client, queue, writer = stream
     await writer.one_by_one([b"before"], timestamp=int(time.time()))
     # The next whole second, so that the broker's chunks fall on either side of it.
     now = time.time()
@@ -304,7 +306,6 @@ async def test_a_timestamp_starts_at_that_second_and_older_messages_are_dropped(
         assert [d.body for d in await take(reader, 2)] == [b"no timestamp", b"after"]
         await nothing_more(reader, 0.3)
         await reader.close()
-    await writer.close()
 
 
 def test_offsets_are_checked_and_typed():
@@ -325,11 +326,9 @@ def test_offsets_are_checked_and_typed():
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_slow_taker_stops_the_broker(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
+async def test_a_slow_taker_stops_the_broker(stream):
+    client, queue, writer = stream
     reader = await StreamReader(client, queue, "next", prefetch=5).start()
-    writer = await publisher(client, queue)
     sent = bodies("m", 500)
     for start in range(0, 500, 25):  # chunks of at most 25 messages
         await writer.together(sent[start : start + 25])
@@ -344,14 +343,11 @@ async def test_a_slow_taker_stops_the_broker(amqp):
     assert got == sent
     assert reader.buffered == 0
     await reader.close()
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_async_iteration_consume_and_cancel(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_async_iteration_consume_and_cancel(stream):
+    client, queue, writer = stream
     await writer.one_by_one(bodies("m", 4))
 
     reader = await StreamReader(client, queue, "first", prefetch=2).start()
@@ -384,14 +380,11 @@ async def test_async_iteration_consume_and_cancel(amqp):
         await reader.get()
     assert ended.value.by_owner
     assert sorted(client.channels) == [0, 1, writer.channel.id]
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_failing_handler_closes_the_reader(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_a_failing_handler_closes_the_reader(stream):
+    client, queue, writer = stream
     await writer.one_by_one([b"boom"])
     reader = await StreamReader(client, queue, "first").start()
 
@@ -402,7 +395,6 @@ async def test_a_failing_handler_closes_the_reader(amqp):
         await reader.consume(handler)
     assert reader.channel.closed
     assert reader.channel.id not in client.channels
-    await writer.close()
 
 
 # Ends -----------------------------------------------------------------------------------------
@@ -448,10 +440,8 @@ async def test_the_connections_end_ends_its_readers(amqp):
 
 
 @pytest_twisted.ensureDeferred
-async def test_methods_a_stream_refuses_close_the_connection(amqp, broker):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_methods_a_stream_refuses_close_the_connection(stream, broker):
+    client, queue, writer = stream
     await writer.one_by_one([b"m"])
 
     async def attempt(action) -> str:
@@ -495,14 +485,11 @@ async def test_methods_a_stream_refuses_close_the_connection(amqp, broker):
         await extra.basic_consume(queue=queue, arguments={"x-stream-offset": "first"})
     await client.close_extra_channel(extra)
     assert not client.closed
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_stream_drops_arrays_and_tables_from_headers(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_a_stream_drops_arrays_and_tables_from_headers(stream):
+    client, queue, writer = stream
     headers = {"n": Int64(2**40), "when": Timestamp(5), "b": b"\x00", "A": [1], "F": {"k": 1}}
     await writer.one_by_one([b"m"], headers=headers)
     reader = await StreamReader(client, queue, "first").start()
@@ -510,7 +497,6 @@ async def test_a_stream_drops_arrays_and_tables_from_headers(amqp):
     kept = {k: v for k, v in headers.items() if k not in ("A", "F")}
     assert delivery.properties["headers"] == {**kept, "x-stream-offset": 0}
     await reader.close()
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -529,13 +515,11 @@ async def test_a_decimal_header_makes_the_broker_drop_the_publisher(amqp, broker
 
 
 @pytest_twisted.ensureDeferred
-async def test_read_until_end_on_an_empty_stream_and_after(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
+async def test_read_until_end_on_an_empty_stream_and_after(stream):
+    client, queue, writer = stream
     got: list = []
     end = await read_until_end(client, queue, got.append)
     assert (end, got) == (EndOfStream(0, 0), [])
-    writer = await publisher(client, queue)
     await writer.together(bodies("m", 30))
     end = await read_until_end(client, queue, got.append, start=end.offset + 1)
     assert [d.body for d in got] == bodies("m", 30)
@@ -546,7 +530,6 @@ async def test_read_until_end_on_an_empty_stream_and_after(amqp):
     assert await read_until_end(client, queue, again.append) == EndOfStream(32, 30)
     assert [d.body for d in again] == bodies("m", 30)
     assert sorted(client.channels) == [0, 1, writer.channel.id]
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -616,10 +599,8 @@ def expected_sequence(n: int, count: int) -> list:
 
 
 @pytest_twisted.ensureDeferred
-async def test_concurrent_reads_to_the_end_skip_each_others_markers(amqp):
-    client, _, new_stream = amqp
-    queue = await new_stream()
-    writer = await publisher(client, queue)
+async def test_concurrent_reads_to_the_end_skip_each_others_markers(stream):
+    client, queue, writer = stream
     await writer.together(bodies("m", 10))
     results: list[list] = [[], [], []]
     ends = await defer.gatherResults(
@@ -629,7 +610,6 @@ async def test_concurrent_reads_to_the_end_skip_each_others_markers(amqp):
         assert [d.body for d in got] == bodies("m", 10)
         assert end.count == 10
     assert len({end.offset for end in ends}) == 3
-    await writer.close()
 
 
 @pytest_twisted.ensureDeferred
@@ -670,14 +650,7 @@ class ScriptedReaderTests(SynchronousTestCase):
     """A StreamReader on an AMQPClient over a StringTransport, the broker's frames by hand."""
 
     def setUp(self) -> None:
-        self.client, self.transport = new_client()
-        started = self.client.start(b"\0guest\0guest", mechanism="PLAIN")
-        self.client.dataReceived(
-            broker_says(0, "connection.start", version_minor=9, mechanisms="PLAIN")
-            + broker_says(0, "connection.tune", channel_max=16, frame_max=4096)
-            + broker_says(0, "connection.open-ok")
-        )
-        self.successResultOf(started)
+        self.client, self.transport = logged_in_client(self, 16)
 
     def start(self, offset="first", prefetch: int = 8) -> StreamReader:
         reader = StreamReader(self.client, "s", offset, prefetch=prefetch)

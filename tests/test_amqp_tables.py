@@ -16,7 +16,7 @@ from decimal import Decimal
 
 import pytest
 import pytest_twisted
-from hypothesis import Phase, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, reactor
 from twisted.internet.error import ConnectionDone
@@ -52,6 +52,7 @@ from notifications.amqp.fieldtable import (
 )
 from notifications.amqp.spec import load_spec
 from tests.conftest import wait_for
+from tests.helpers import generated
 from tests.test_amqp_fast_publish import broker_says
 from tests.test_amqp_fieldtable import same, tables
 
@@ -78,6 +79,21 @@ def new_client(listener=None) -> tuple[AMQPClient, StringTransport]:
     client = AMQPClient(Delegate(listener), vhost="/", spec=AMQP_SPEC, heartbeat=0, clock=Clock())
     transport = StringTransport()
     client.makeConnection(transport)
+    return client, transport
+
+
+def logged_in_client(
+    case: SynchronousTestCase, channel_max: int, listener=None
+) -> tuple[AMQPClient, StringTransport]:
+    """A ``new_client`` logged in to a scripted broker that allows ``channel_max`` channels."""
+    client, transport = new_client(listener)
+    started = client.start(b"\0guest\0guest", mechanism="PLAIN")
+    client.dataReceived(
+        broker_says(0, "connection.start", version_minor=9, mechanisms="PLAIN")
+        + broker_says(0, "connection.tune", channel_max=channel_max, frame_max=4096)
+        + broker_says(0, "connection.open-ok")
+    )
+    case.successResultOf(started)
     return client, transport
 
 
@@ -189,14 +205,7 @@ class Listener(ChannelEvents):
 class ExtraChannelTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.main = Listener()
-        self.client, self.transport = new_client(self.main)
-        started = self.client.start(b"\0guest\0guest", mechanism="PLAIN")
-        self.client.dataReceived(
-            broker_says(0, "connection.start", version_minor=9, mechanisms="PLAIN")
-            + broker_says(0, "connection.tune", channel_max=4, frame_max=4096)
-            + broker_says(0, "connection.open-ok")
-        )
-        self.successResultOf(started)
+        self.client, self.transport = logged_in_client(self, 4, self.main)
         self.assertEqual(self.client.channel_max, 4)
         self.transport.clear()
 
@@ -346,29 +355,17 @@ async def test_headers_of_every_type_come_back_equal(amqp):
     assert same(headers, EVERY_TYPE)
 
 
-def drawn_tables(count: int) -> list[dict]:
-    drawn: list[dict] = []
-
-    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate])
-    @given(tables)
-    def draw(table) -> None:
-        drawn.append(table)
-
-    draw()
-    return drawn
-
-
 @pytest_twisted.ensureDeferred
 async def test_any_headers_come_back_from_the_broker_as_they_went(amqp):
     client, channel = amqp
     queue = (await channel.queue_declare(exclusive=True, auto_delete=True)).queue
-    tables = drawn_tables(60)
-    for n, table in enumerate(tables):
+    drawn = generated(tables, 60)
+    for n, table in enumerate(drawn):
         content = Content(str(n).encode(), properties={"headers": table})
         channel.basic_publish(exchange="", routing_key=queue, content=content)
     reply = await channel.basic_consume(queue=queue, no_ack=True)
     deliveries = await client.queue(reply.consumer_tag)
-    for n, table in enumerate(tables):
+    for n, table in enumerate(drawn):
         message = await deliveries.get(timeout=10)
         assert message.content.body == str(n).encode()
         # No headers at all when the table is empty.

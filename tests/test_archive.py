@@ -16,7 +16,8 @@ from twisted.internet import reactor, threads
 from notifications.amqp.connection import connect
 from notifications.amqp.stream import StreamReader
 from tests.conftest import make_config
-from tests.processes import request, start_twistd, wait_until
+from tests.helpers import delete_queue
+from tests.processes import request, serving_twistd, wait_until
 
 ARCHIVE = '\n[archive]\nmax_age = "1h"\nmax_bytes = 10000000\nsegment_bytes = 1000000\n'
 
@@ -43,22 +44,13 @@ def health(port: int) -> dict:
     return json.loads(request(port, "GET", "/health")[1])
 
 
-async def delete_stream(broker, queue: str) -> None:
-    client, channel = await connect(reactor, broker)
-    try:
-        await channel.queue_delete(queue=queue)
-        await channel.exchange_delete(exchange=broker.exchange)
-    finally:
-        await client.close(within=2)
-
-
 @pytest_twisted.async_yield_fixture
 async def archived(tmp_path, broker):
     """A configuration with the archive on, on the test's exchange; the stream (and
     the exchange) deleted at the end."""
     make_config(tmp_path, broker, toml=ARCHIVE)
     yield broker, f"{broker.exchange}.archive"
-    await delete_stream(broker, f"{broker.exchange}.archive")
+    await delete_queue(broker, f"{broker.exchange}.archive")
 
 
 def connected(daemon, processes: int = 1) -> None:
@@ -68,9 +60,7 @@ def connected(daemon, processes: int = 1) -> None:
 @pytest_twisted.ensureDeferred
 async def test_the_archive_keeps_every_notification_and_survives_a_restart(tmp_path, archived):
     broker, queue = archived
-    daemon = start_twistd(tmp_path)
-    try:
-        await threads.deferToThread(daemon.ready)
+    async with serving_twistd(tmp_path) as daemon:
         await threads.deferToThread(connected, daemon)
         state = (await threads.deferToThread(health, daemon.port))["archive"]
         assert state == {"enabled": True, "queue": queue, "on": True, "error": None}
@@ -85,8 +75,6 @@ async def test_the_archive_keeps_every_notification_and_survives_a_restart(tmp_p
         await threads.deferToThread(
             wait_until, lambda: recent() == ([f"n{index}" for index in range(24, 4, -1)], "archive")
         )
-    finally:
-        await threads.deferToThread(daemon.stop)
     daemon.assert_clean()
 
     # In the stream, with their properties, in order.
@@ -123,9 +111,7 @@ async def test_the_archive_keeps_every_notification_and_survives_a_restart(tmp_p
 
 @pytest_twisted.ensureDeferred
 async def test_every_worker_shows_the_same_list(tmp_path, archived):
-    daemon = start_twistd(tmp_path, "--workers", "2")
-    try:
-        await threads.deferToThread(daemon.ready)
+    async with serving_twistd(tmp_path, "--workers", "2") as daemon:
         await threads.deferToThread(connected, daemon, 2)
         texts = [f"w{index}" for index in range(30)]
         assert await threads.deferToThread(post, daemon.port, texts) == [200] * 30
@@ -145,17 +131,13 @@ async def test_every_worker_shows_the_same_list(tmp_path, archived):
         # The twenty reads went to both workers (connections are spread by the kernel).
         assert any("[worker 0 " in line for line in lines)
         assert any("[worker 1 " in line for line in lines)
-    finally:
-        await threads.deferToThread(daemon.stop)
     daemon.assert_clean()
 
 
 @pytest_twisted.ensureDeferred
 async def test_without_the_archive_the_page_shows_this_process_calls(tmp_path, broker, consumer):
     make_config(tmp_path, broker)  # [archive] enabled = false
-    daemon = start_twistd(tmp_path)
-    try:
-        await threads.deferToThread(daemon.ready)
+    async with serving_twistd(tmp_path) as daemon:
         await threads.deferToThread(connected, daemon)
         assert (await threads.deferToThread(health, daemon.port))["archive"] == {
             "enabled": False,
@@ -168,8 +150,6 @@ async def test_without_the_archive_the_page_shows_this_process_calls(tmp_path, b
         assert [entry["text"] for entry in report["recent"]] == ["b", "a"]
         assert report["recentFrom"] == "process"
         assert len(await consumer.drain()) == 2
-    finally:
-        await threads.deferToThread(daemon.stop)
     daemon.assert_clean()
     client, _channel = await connect(reactor, broker)
     try:
@@ -191,9 +171,7 @@ async def test_an_archive_the_broker_refuses_is_one_log_line_and_the_gates_publi
     # A classic queue already has the archive's name: the broker refuses the stream.
     await consumer.channel.queue_declare(queue=queue, durable=False, auto_delete=True)
     make_config(tmp_path, broker, toml=ARCHIVE)
-    daemon = start_twistd(tmp_path)
-    try:
-        await threads.deferToThread(daemon.ready)
+    async with serving_twistd(tmp_path) as daemon:
         await threads.deferToThread(connected, daemon)
         state = (await threads.deferToThread(health, daemon.port))["archive"]
         assert (state["enabled"], state["on"]) == (True, False)
@@ -206,8 +184,6 @@ async def test_an_archive_the_broker_refuses_is_one_log_line_and_the_gates_publi
         assert "goes on without history" in refusals[0]
         report = await threads.deferToThread(status_json, daemon.port)
         assert report["recentFrom"] == "process"
-    finally:
-        await threads.deferToThread(daemon.stop)
     # The refusal is an error line; nothing else went wrong.
     output = daemon.output()
     assert "Traceback" not in output and "Unhandled" not in output
@@ -242,9 +218,7 @@ def test_archive_settings_are_checked(tmp_path):
 @pytest_twisted.ensureDeferred
 async def test_the_page_shows_the_archive_after_a_restart(tmp_path, archived, browser):
     """In Chromium: what was published before a restart is on the page after it, newest first."""
-    daemon = start_twistd(tmp_path)
-    try:
-        await threads.deferToThread(daemon.ready)
+    async with serving_twistd(tmp_path) as daemon:
         await threads.deferToThread(connected, daemon)
         texts = ["first deploy", "second deploy"]
         assert await threads.deferToThread(post, daemon.port, texts) == [200, 200]
@@ -256,8 +230,6 @@ async def test_the_page_shows_the_archive_after_a_restart(tmp_path, archived, br
         await threads.deferToThread(daemon.ready)
         shown = await threads.deferToThread(rows_on_the_page, browser, daemon.url, 2)
         assert shown == ["second deploy", "first deploy"]
-    finally:
-        await threads.deferToThread(daemon.stop)
     daemon.assert_clean()
 
 

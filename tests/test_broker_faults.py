@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from contextlib import asynccontextmanager
 
 import pytest
 import pytest_twisted
@@ -76,42 +77,49 @@ async def test_broker_down_at_start_then_up(daemon_factory, broker, consumer):
         await listening.stopListening()
 
 
-@pytest_twisted.ensureDeferred
-async def test_connection_cut_mid_stream_reconnects(daemon_factory, broker, consumer):
+@asynccontextmanager
+async def daemon_behind_proxy(daemon_factory, broker, **settings):
+    """A daemon reaching the broker through a proxy the test can cut; both stopped at the end.
+
+    ``settings``: more of the daemon's broker configuration (e.g. ``heartbeat``).
+    """
     proxy, listening = await listen_proxy()
     try:
         daemon = await daemon_factory(
-            broker_config=test_broker(broker.exchange, port=listening.getHost().port)
+            broker_config=test_broker(broker.exchange, port=listening.getHost().port, **settings)
         )
-        for index in range(5):
-            response, _ = await daemon.post(
-                "/gate/Notification/Acme", {**NOTIFICATION, "text": f"before {index}"}
-            )
-            assert response.code == 200
-        proxy.sever()
-        await wait_for(lambda: not daemon.publisher.connected)
-        await daemon.publisher.when_connected().addTimeout(15, reactor)
-        assert daemon.publisher.status()["reconnects"] == 1
-        for index in range(5):
-            response, _ = await daemon.post(
-                "/gate/Notification/Acme", {**NOTIFICATION, "text": f"after {index}"}
-            )
-            assert response.code == 200
-        texts = [message["text"] for message in await consumer.drain()]
-        assert texts == [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)]
+        try:
+            yield daemon, proxy
+        finally:
+            await stop_daemon(daemon)
     finally:
-        await stop_daemon(daemon)
         proxy.sever()
         await listening.stopListening()
 
 
+async def post_texts(daemon, texts) -> None:
+    """A notification for each text, posted one after the other; each must be answered 200."""
+    for text in texts:
+        response, _ = await daemon.post("/gate/Notification/Acme", {**NOTIFICATION, "text": text})
+        assert response.code == 200
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_cut_mid_stream_reconnects(daemon_factory, broker, consumer):
+    async with daemon_behind_proxy(daemon_factory, broker) as (daemon, proxy):
+        await post_texts(daemon, [f"before {index}" for index in range(5)])
+        proxy.sever()
+        await wait_for(lambda: not daemon.publisher.connected)
+        await daemon.publisher.when_connected().addTimeout(15, reactor)
+        assert daemon.publisher.status()["reconnects"] == 1
+        await post_texts(daemon, [f"after {index}" for index in range(5)])
+        texts = [message["text"] for message in await consumer.drain()]
+        assert texts == [f"before {i}" for i in range(5)] + [f"after {i}" for i in range(5)]
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_silent_broker_is_noticed_by_heartbeats(daemon_factory, broker, consumer):
-    proxy, listening = await listen_proxy()
-    try:
-        daemon = await daemon_factory(
-            broker_config=test_broker(broker.exchange, port=listening.getHost().port, heartbeat=1)
-        )
+    async with daemon_behind_proxy(daemon_factory, broker, heartbeat=1) as (daemon, proxy):
         proxy.freeze()
         frozen = reactor.seconds()
         await wait_for(lambda: not daemon.publisher.connected, timeout=10)
@@ -122,10 +130,6 @@ async def test_a_silent_broker_is_noticed_by_heartbeats(daemon_factory, broker, 
         await daemon.publisher.when_connected().addTimeout(15, reactor)
         message, _ = await consumer.get()
         assert message["text"] == "v2"
-    finally:
-        await stop_daemon(daemon)
-        proxy.sever()
-        await listening.stopListening()
 
 
 @pytest.mark.logged_errors

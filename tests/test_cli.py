@@ -18,7 +18,6 @@ import pytest_twisted
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
-from twisted.protocols import portforward
 from txamqp.content import Content
 
 from notifications.amqp.connection import connect
@@ -27,6 +26,7 @@ from notifications.commands.tail import format_notification, parse_notification
 from notifications.config import BrokerConfig
 from notifications.publisher import message_properties
 from tests.conftest import make_config, test_broker, write_json
+from tests.helpers import SeverableProxy
 from tests.payloads import (
     dockerhub_push,
     github_ping,
@@ -264,21 +264,79 @@ def etc(tmp_path) -> Path:
     return tmp_path
 
 
-def test_payload_github_push(etc, capsys):
-    payload = github_push(commits=1, repo="infra-servers")
-    code, notification, err = render(
-        etc, capsys, "GitHub", payload_file(etc, payload), "Acme", "push"
-    )
+PUSHED = github_push(commits=1, repo="infra-servers")
+BUILT = jenkins("deploy-web", "COMPLETED", "SUCCESS")
+IMAGE = dockerhub_push("acme/widgets", "bob")
+DEPLOYED = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "Déployé"}
+
+
+@pytest.mark.parametrize(
+    ("args", "payload", "expected"),
+    [
+        pytest.param(
+            ("GitHub", "Acme", "push"),
+            PUSHED,
+            {
+                "service": "GitHub",
+                "project": "Acme",
+                "group": "ops",
+                "rawContent": PUSHED,
+                "type": "push",
+                "text": "alice committed Add the widget factory",
+                "link": PUSHED["head_commit"]["url"],
+            },
+            id="github push",
+        ),
+        pytest.param(
+            ("Jenkins", "Acme"),
+            BUILT,
+            {
+                "service": "Jenkins",
+                "project": "Acme",
+                "group": "ops",
+                "rawContent": BUILT,
+                "type": "completed.success",
+                "text": "Jenkins job deploy-web has been completed: success",
+                "link": "https://ci.acme.test/job/deploy-web/7/",
+            },
+            id="jenkins",
+        ),
+        pytest.param(
+            ("DockerHub", "acme"),
+            IMAGE,
+            {
+                "service": "DockerHub",
+                "project": "acme",
+                "group": "docker",
+                "rawContent": IMAGE,
+                "type": "push",
+                "text": "New image pushed to Docker Hub registry for acme/widgets by bob",
+                "link": "https://registry.hub.docker.com/u/acme/widgets/",
+            },
+            id="dockerhub push",
+        ),
+        pytest.param(
+            ("Notification",),
+            DEPLOYED,
+            {
+                "service": "Deployer",
+                "project": "cli",  # no door given: the CLI's
+                "group": "ops",
+                "rawContent": None,
+                "type": "deploy",
+                "text": "Déployé",
+                "link": "",
+            },
+            id="notification defaults to the cli door",
+        ),
+    ],
+)
+def test_payload_renders_the_notification(etc, capsys, args, payload, expected):
+    """The gate's name, then the payload file, then the door and the event if any."""
+    gate, *rest = args
+    code, notification, err = render(etc, capsys, gate, payload_file(etc, payload), *rest)
     assert (code, err) == (0, "")
-    assert notification == {
-        "service": "GitHub",
-        "project": "Acme",
-        "group": "ops",
-        "rawContent": payload,
-        "type": "push",
-        "text": "alice committed Add the widget factory",
-        "link": payload["head_commit"]["url"],
-    }
+    assert notification == expected
 
 
 def test_payload_github_ping_and_case_insensitive_service(etc, capsys):
@@ -325,21 +383,6 @@ def test_payload_github_event_ignored_by_the_analyzer(etc, capsys):
     assert out.startswith("No notification: the GitHub gate publishes nothing")
 
 
-def test_payload_jenkins(etc, capsys):
-    payload = jenkins("deploy-web", "COMPLETED", "SUCCESS")
-    code, notification, _ = render(etc, capsys, "Jenkins", payload_file(etc, payload), "Acme")
-    assert code == 0
-    assert notification == {
-        "service": "Jenkins",
-        "project": "Acme",
-        "group": "ops",
-        "rawContent": payload,
-        "type": "completed.success",
-        "text": "Jenkins job deploy-web has been completed: success",
-        "link": "https://ci.acme.test/job/deploy-web/7/",
-    }
-
-
 def test_payload_jenkins_ignored_job(etc, capsys):
     file = payload_file(etc, jenkins("nightly", "COMPLETED", "SUCCESS"))
     code, out, err = render(etc, capsys, "Jenkins", file, "Acme")
@@ -354,36 +397,6 @@ def test_payload_jenkins_needs_a_door(etc, capsys):
     code, _, err = render(etc, capsys, "Jenkins", payload_file(etc, jenkins()))
     assert code == 2
     assert "needs a door" in err
-
-
-def test_payload_dockerhub_push(etc, capsys):
-    payload = dockerhub_push("acme/widgets", "bob")
-    code, notification, _ = render(etc, capsys, "DockerHub", payload_file(etc, payload), "acme")
-    assert code == 0
-    assert notification == {
-        "service": "DockerHub",
-        "project": "acme",
-        "group": "docker",
-        "rawContent": payload,
-        "type": "push",
-        "text": "New image pushed to Docker Hub registry for acme/widgets by bob",
-        "link": "https://registry.hub.docker.com/u/acme/widgets/",
-    }
-
-
-def test_payload_notification_defaults_to_the_cli_door(etc, capsys):
-    body = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "Déployé"}
-    code, notification, _ = render(etc, capsys, "Notification", payload_file(etc, body))
-    assert code == 0
-    assert notification == {
-        "service": "Deployer",
-        "project": "cli",
-        "group": "ops",
-        "rawContent": None,
-        "type": "deploy",
-        "text": "Déployé",
-        "link": "",
-    }
 
 
 def test_payload_output_keeps_non_ascii(etc, capsys):
@@ -597,21 +610,33 @@ def seconds_between(before: float, after: float) -> set[str]:
     }
 
 
+async def tail_while(config: Path, args: list[str], sending):
+    """``tail`` with ``args``, listening while ``sending()`` publishes; it must exit 0."""
+    tail = spawn(config, "tail", *args)
+    try:
+        await tail.listening()
+        await sending()
+    finally:
+        code = await tail.finish()
+    assert code == 0, tail.err
+    return tail
+
+
 @pytest_twisted.ensureDeferred
 async def test_tail_prints_the_matching_notifications(tmp_path, broker, consumer):
     config = write_config(tmp_path, toml=broker_toml(broker))
-    tail = spawn(config, "tail", "--count", "2", "--timeout", "20", "acme.#")
-    try:
-        await tail.listening()
-        before = time.time()
+    times: list[float] = []
+
+    async def sending() -> None:
+        times.append(time.time())
         out = await send(config, "acme", "Déployé v1.2", "--link", "https://ci.acme.test/7")
         assert out == "acme.ops.deployer.deploy\n"
         assert await send(config, "other", "Not for this tail") == "other.ops.deployer.deploy\n"
         await send(config, "acme", "Rolled back", "--raw", '{"version": "1.1"}')
-        after = time.time()
-    finally:
-        code = await tail.finish()
-    assert code == 0, tail.err
+        times.append(time.time())
+
+    tail = await tail_while(config, ["--count", "2", "--timeout", "20", "acme.#"], sending)
+    before, after = times
     lines = tail.out.decode().splitlines()
     assert [LINE.fullmatch(line)["rest"] for line in lines] == [
         "acme/ops Déployé v1.2 — https://ci.acme.test/7",
@@ -632,13 +657,11 @@ async def test_tail_prints_the_matching_notifications(tmp_path, broker, consumer
 @pytest_twisted.ensureDeferred
 async def test_tail_json(tmp_path, broker, consumer):
     config = write_config(tmp_path, toml=broker_toml(broker))
-    tail = spawn(config, "tail", "--json", "--count", "1", "--timeout", "20")
-    try:
-        await tail.listening()
+
+    async def sending() -> None:
         await send(config, "acme", "Déployé", "--raw", '{"version": "1.2"}')
-    finally:
-        code = await tail.finish()
-    assert code == 0, tail.err
+
+    tail = await tail_while(config, ["--json", "--count", "1", "--timeout", "20"], sending)
     lines = tail.out.decode().splitlines()
     assert len(lines) == 1
     assert json.loads(lines[0]) == {
@@ -655,9 +678,8 @@ async def test_tail_json(tmp_path, broker, consumer):
 @pytest_twisted.ensureDeferred
 async def test_tail_skips_malformed_messages(tmp_path, broker, consumer):
     config = write_config(tmp_path, toml=broker_toml(broker))
-    tail = spawn(config, "tail", "--count", "1", "--timeout", "20")
-    try:
-        await tail.listening()
+
+    async def sending() -> None:
         client, channel = await connect(reactor, broker)
         channel.basic_publish(
             exchange=broker.exchange,
@@ -666,9 +688,8 @@ async def test_tail_skips_malformed_messages(tmp_path, broker, consumer):
         )
         await client.close(within=2)
         await send(config, "acme", "After the bad one")
-    finally:
-        code = await tail.finish()
-    assert code == 0, tail.err
+
+    tail = await tail_while(config, ["--count", "1", "--timeout", "20"], sending)
     assert [LINE.fullmatch(line)["rest"] for line in tail.out.decode().splitlines()] == [
         "acme/ops After the bad one"
     ]
@@ -687,28 +708,9 @@ async def test_tail_timeout_exits_0(tmp_path, broker, consumer):
     assert tail.out == b""
 
 
-class DroppingProxy(portforward.ProxyFactory):
-    """Forwards TCP connections to the broker, and can cut them all."""
-
-    def __init__(self, host: str, port: int):
-        super().__init__(host, port)
-        self.connections: list[portforward.ProxyServer] = []
-
-    def buildProtocol(self, addr):
-        server = super().buildProtocol(addr)
-        self.connections.append(server)
-        return server
-
-    def drop_all(self) -> None:
-        for server in self.connections:
-            if server.transport is not None:
-                server.transport.abortConnection()
-        self.connections.clear()
-
-
 @pytest_twisted.ensureDeferred
 async def test_tail_reconnects_when_the_connection_drops(tmp_path, broker, consumer):
-    proxy = DroppingProxy(broker.host, broker.port)
+    proxy = SeverableProxy(broker.host, broker.port)
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(proxy)
     (tmp_path / "proxied").mkdir()
     through_proxy = write_config(
@@ -719,13 +721,13 @@ async def test_tail_reconnects_when_the_connection_drops(tmp_path, broker, consu
     tail = spawn(through_proxy, "tail", "--count", "1", "--timeout", "25")
     try:
         await tail.listening()
-        proxy.drop_all()
+        proxy.sever()
         await tail.listening(times=2)
         await send(direct, "acme", "After the reconnection")
     finally:
         code = await tail.finish()
         await port.stopListening()
-        proxy.drop_all()
+        proxy.sever()
     assert code == 0, tail.err
     err = tail.err.decode()
     assert "notifications: lost the connection to the broker\n" in err

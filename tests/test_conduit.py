@@ -6,15 +6,8 @@ timeouts, refused connections, and TLS verification with service_identity.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
-
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.web.client import BrowserLikePolicyForHTTPS
@@ -34,7 +27,7 @@ from notifications.clients.http import (
     ServiceUnreachable,
 )
 from tests.fakes import FakeConduit
-from tests.helpers import closed_port
+from tests.helpers import closed_port, self_signed
 
 TOKEN = "api-conduitsecrettoken0000000000"
 TASK = "PHID-TASK-acme0000widgets"
@@ -212,38 +205,6 @@ async def test_slow_answer_frees_the_connection_for_the_next_call(http, conduit)
 
 
 # TLS ---------------------------------------------------------------------------------
-
-
-def self_signed(name: str) -> tuple[bytes, bytes]:
-    """A certificate for ``name`` (DNS name and, for an address, IP), and its key (PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    names: list[x509.GeneralName] = [x509.DNSName(name)]
-    try:
-        names.append(x509.IPAddress(ipaddress.ip_address(name)))
-    except ValueError:
-        pass
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    return (
-        certificate.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
 
 
 #: Twisted's server-side TLS options still hand pyOpenSSL objects to pyOpenSSL.

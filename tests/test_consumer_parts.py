@@ -3,16 +3,11 @@ the event format, tokens; and the webhooks' HTTP client against a real TLS serve
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import hmac
 
 import pytest
 import pytest_twisted
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.internet import reactor, ssl
 from twisted.internet.endpoints import SSL4ServerEndpoint
 from twisted.trial.unittest import SynchronousTestCase
@@ -26,6 +21,7 @@ from notifications.clients.webhooks import webhook_client
 from notifications.config import ConsumerConfig, SubscriptionConfig
 from notifications.events import bearer_token, event, find_consumer
 from notifications.subscriptions import Subscriber, SubscriptionFigures, sign, webhook_headers
+from tests.helpers import self_signed
 
 PUBLIC = ["8.8.8.8", "2606:4700::1111", "93.184.216.34"]
 NOT_PUBLIC = [
@@ -179,31 +175,6 @@ class Tokens(SynchronousTestCase):
 # TLS, verified for the URL's host name --------------------------------------------------------
 
 
-def self_signed(name: str):
-    """A key and a self-signed certificate for ``name`` (PEM), its own CA."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return key_pem, certificate.public_bytes(serialization.Encoding.PEM)
-
-
 class _Hook(resource.Resource):
     isLeaf = True
 
@@ -213,7 +184,7 @@ class _Hook(resource.Resource):
 
 @pytest_twisted.ensureDeferred
 async def test_tls_is_verified_for_the_urls_host_name():
-    key, certificate = self_signed("localhost")
+    certificate, key = self_signed("localhost")
     options = ssl.PrivateCertificate.loadPEM(key + certificate).options()
     port = await SSL4ServerEndpoint(reactor, 0, options, interface="127.0.0.1").listen(
         server.Site(_Hook())

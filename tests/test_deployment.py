@@ -19,7 +19,14 @@ from twisted.internet import threads
 
 from notifications.daemonfiles import PID_NAME, read_reload
 from tests.conftest import make_config
-from tests.processes import DaemonizedTwistd, pid_alive, request, start_twistd, wait_until
+from tests.processes import (
+    DaemonizedTwistd,
+    pid_alive,
+    request,
+    serving_twistd,
+    start_twistd,
+    wait_until,
+)
 
 SECRET = "deployment-secret"
 
@@ -133,26 +140,20 @@ async def test_daemonized_twistd_serves_reloads_rotates_and_stops(
 @pytest_twisted.ensureDeferred
 async def test_a_second_daemon_on_the_same_storage_is_refused(tmp_path, broker):
     make_config(tmp_path, broker)
-    first = start_twistd(tmp_path)
-    try:
-        await threads.deferToThread(first.ready)
+    async with serving_twistd(tmp_path) as first:
         second = start_twistd(tmp_path)
         code = await threads.deferToThread(second.process.wait, 30)
         assert code != 0
         assert "another daemon (process " in second.output()
         assert f"runs on the storage directory {tmp_path / 'var'}" in second.output()
         assert first.poll() is None
-    finally:
-        await threads.deferToThread(first.stop)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_redelivery_is_published_once_whichever_worker_gets_it(tmp_path, broker, consumer):
     make_config(tmp_path, broker, services=[{"gate": "GitHub", "door": "Acme", "secret": SECRET}])
-    daemon = start_twistd(tmp_path, "--workers", "2")
     delivery = "3f8a7c2e-0000-4000-8000-redelivered"
-    try:
-        await threads.deferToThread(daemon.ready)
+    async with serving_twistd(tmp_path, "--workers", "2") as daemon:
         await threads.deferToThread(wait_connected, daemon, 2)
         answers = await threads.deferToThread(post_github, daemon.port, 20, SECRET, delivery)
         assert [code for code, _ in answers] == [200] * 20
@@ -164,6 +165,4 @@ async def test_a_redelivery_is_published_once_whichever_worker_gets_it(tmp_path,
         lines = [line for line in daemon.output().splitlines() if f"delivery={delivery}" in line]
         assert len(lines) == 20
         assert {line.split("[worker ")[1][0] for line in lines} == {"0", "1"}
-    finally:
-        await threads.deferToThread(daemon.stop)
     daemon.assert_clean()

@@ -7,23 +7,19 @@ hand, and time is a :class:`Clock`. The broker itself is tested elsewhere.
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
-import tempfile
 from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
-from twisted.internet.task import Clock
-from twisted.trial.unittest import SynchronousTestCase
 
 from notifications.delivery import DeliveryService
 from notifications.dispatcher import Dispatcher
 from notifications.outbox import Duplicate, Outbox
 from notifications.publisher import PublicationRefused
+from tests.test_outbox import OutboxTestCase
 
 
 @dataclass
@@ -87,6 +83,11 @@ class FakePublisher(service.Service):
             publication.deferred.callback(None)
         return confirmed
 
+    def confirm_all(self) -> None:
+        """Confirm until nothing is left: each confirm may let the dispatcher publish more."""
+        while self.unconfirmed:
+            self.confirm()
+
     def nack(self) -> str:
         """Refuse the oldest unconfirmed publication; its message id."""
         publication = self.unconfirmed.pop(0)
@@ -111,20 +112,10 @@ def message_ids(count: int, prefix: str = "m") -> list[str]:
     return [f"{prefix}{i}" for i in range(count)]
 
 
-class DispatcherTestCase(SynchronousTestCase):
+class DispatcherTestCase(OutboxTestCase):
     """A dispatcher on a real outbox, a fake publisher and a Clock."""
 
-    def setUp(self) -> None:
-        self.directory = Path(tempfile.mkdtemp(prefix="dispatcher-test-"))
-        self.addCleanup(shutil.rmtree, self.directory, True)
-        self.clock = Clock()
-        self.clock.advance(1_000)
-
-    def open_outbox(self) -> Outbox:
-        outbox = Outbox(self.directory, self.clock, threaded=False)
-        outbox.open()
-        self.addCleanup(outbox.close)
-        return outbox
+    start = 1_000
 
     def make_dispatcher(
         self, connected: bool = False, start: bool = True, **kwargs
@@ -134,7 +125,7 @@ class DispatcherTestCase(SynchronousTestCase):
         ``start=False``: the outbox is open, nothing else is started.
         """
         publisher = FakePublisher(connected)
-        outbox = self.open_outbox()
+        outbox = self.open()
         dispatcher = Dispatcher(outbox, publisher, self.clock, **kwargs)
         delivery = DeliveryService(outbox, publisher, dispatcher)
         if start:
@@ -150,6 +141,16 @@ class DispatcherTestCase(SynchronousTestCase):
         stopped = dispatcher.parent.stopService()
         self.clock.pump([0.05] * int(dispatcher.drain_timeout / 0.05 + 2))
         self.successResultOf(stopped)
+
+    def stop_cleanly(self, dispatcher: Dispatcher) -> None:
+        """Stop the dispatcher: no timer of it may be left on the clock."""
+        self.stop(dispatcher)
+        self.assertNoDelayedCalls()
+
+    def stop_emptied(self, dispatcher: Dispatcher) -> None:
+        """The end of most tests: the outbox is empty, the stop leaves nothing on the clock."""
+        self.assertEqual(dispatcher.outbox.depth, 0)
+        self.stop_cleanly(dispatcher)
 
     def assertNoDelayedCalls(self) -> None:
         self.assertEqual(self.clock.getDelayedCalls(), [])
@@ -171,9 +172,7 @@ class DispatcherTests(DispatcherTestCase):
             publisher.confirm()
         self.assertEqual(publisher.published_ids(), message_ids(10))
         self.assertEqual(dispatcher.status()["published"], 10)
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_publication_carries_the_entry(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True)
@@ -186,8 +185,7 @@ class DispatcherTests(DispatcherTestCase):
         )
         self.assertEqual(publication.timestamp, 1_000)
         publisher.confirm()
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_cleanly(dispatcher)
 
     def test_confirms_remove_entries_and_fire_waiters(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True, window=2)
@@ -223,9 +221,7 @@ class DispatcherTests(DispatcherTestCase):
         # A confirm that comes later still removes the entry, without a waiter.
         publisher.connect()
         publisher.confirm()
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_waiters_with_other_timeouts_fire_at_their_own_deadlines(self) -> None:
         # One timer serves every waiter: a shorter timeout given later (a
@@ -279,14 +275,11 @@ class DispatcherTests(DispatcherTestCase):
         del publisher.published[:]
         publisher.connect()
         self.assertEqual(publisher.published_ids(), ["m2", "m3", "m4", "m5", "m6"])
-        while publisher.unconfirmed:
-            publisher.confirm()
+        publisher.confirm_all()
         self.assertEqual(
             publisher.published_ids(), ["m2", "m3", "m4", "m5", "m6", "m7", "late0", "late1"]
         )
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_connection_lost_twice(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True, window=4)
@@ -297,12 +290,9 @@ class DispatcherTests(DispatcherTestCase):
         publisher.lose()
         del publisher.published[:]
         publisher.connect()
-        while publisher.unconfirmed:
-            publisher.confirm()
+        publisher.confirm_all()
         self.assertEqual(publisher.published_ids(), message_ids(6)[1:])
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_nack_pauses_then_retries_the_same_entry_first(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True, window=3, nack_delay=1)
@@ -320,19 +310,15 @@ class DispatcherTests(DispatcherTestCase):
 
         self.clock.advance(0.01)
         self.assertEqual(publisher.published_ids()[3:], ["m0", "m3", "m4"])
-        while publisher.unconfirmed:
-            publisher.confirm()
+        publisher.confirm_all()
         self.assertEqual(publisher.published_ids()[3:], ["m0", "m3", "m4", "m5", "new0"])
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_stop_cancels_the_nack_pause(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True, nack_delay=5, drain_timeout=1)
         self.store_each(dispatcher, new_entries(2))
         publisher.nack()
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_cleanly(dispatcher)
 
     def test_several_nacks_make_one_pause(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True, window=3, nack_delay=2)
@@ -346,9 +332,7 @@ class DispatcherTests(DispatcherTestCase):
         self.assertEqual(publisher.published_ids()[3:], ["m0", "m1", "m2"])
         publisher.confirm(3)
         self.assertEqual(dispatcher.status()["nacked"], 3)
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     # Spill to disk --------------------------------------------------------------------
 
@@ -372,8 +356,7 @@ class DispatcherTests(DispatcherTestCase):
         self.assertEqual(dispatcher.outbox.depth, 0)
         self.assertEqual(self.successResultOf(dispatcher.outbox.load(0, 100)), [])
         self.assertEqual(len(stored), len({entry.id for entry in stored}))
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_cleanly(dispatcher)
 
     def test_spill_with_a_wide_window(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=False, memory_limit=10, page=5)
@@ -381,9 +364,7 @@ class DispatcherTests(DispatcherTestCase):
         publisher.connect()
         self.assertEqual(publisher.published_ids(), message_ids(50))
         publisher.confirm(50)
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_stores_while_spilled_and_publishing(self) -> None:
         # New entries arrive while older ones are still on disk only: they must
@@ -398,12 +379,9 @@ class DispatcherTests(DispatcherTestCase):
             if i % 3 == 0:
                 publisher.confirm()
             self.assertLessEqual(dispatcher.status()["in_memory"], 15)
-        while publisher.unconfirmed:
-            publisher.confirm()
+        publisher.confirm_all()
         self.assertEqual(publisher.published_ids(), expected)
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_connection_lost_while_spilled(self) -> None:
         dispatcher, publisher = self.make_dispatcher(
@@ -414,14 +392,11 @@ class DispatcherTests(DispatcherTestCase):
         publisher.lose()
         self.store_each(dispatcher, new_entries(3, prefix="late"))
         publisher.connect()
-        while publisher.unconfirmed:
-            publisher.confirm()
+        publisher.confirm_all()
         confirmed = ["m0", "m1"]
         republished = publisher.published_ids()[5:]
         self.assertEqual(confirmed + republished, message_ids(20) + message_ids(3, "late"))
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     # Restart and stop -----------------------------------------------------------------
 
@@ -446,8 +421,7 @@ class DispatcherTests(DispatcherTestCase):
         self.assertGreater(later[0].id, stored[-1].id)
         self.assertEqual(publisher.published_ids()[-1], "later0")
         publisher.confirm()
-        self.stop(second)
-        self.assertNoDelayedCalls()
+        self.stop_cleanly(second)
 
     def test_stop_while_disconnected_waits_for_the_drain_timeout(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=False, drain_timeout=2)
@@ -462,7 +436,7 @@ class DispatcherTests(DispatcherTestCase):
         self.assertFalse(publisher.running)
         self.assertNoDelayedCalls()
 
-        reopened = self.open_outbox()
+        reopened = self.open()
         self.assertEqual(reopened.depth, 3)
         entries = self.successResultOf(reopened.load(0, 10))
         self.assertEqual([entry.message_id for entry in entries], message_ids(3))
@@ -477,7 +451,7 @@ class DispatcherTests(DispatcherTestCase):
         self.clock.advance(0.05)
         self.successResultOf(stopped)
         self.assertNoDelayedCalls()
-        self.assertEqual(self.open_outbox().depth, 0)
+        self.assertEqual(self.open().depth, 0)
 
     def test_start_purges_old_deliveries_every_hour(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=False, start=False)
@@ -494,8 +468,7 @@ class DispatcherTests(DispatcherTestCase):
         self.assertEqual(delivery_ids(dispatcher.outbox), ["delivery-2"])
         self.clock.advance(1)
         self.assertEqual(delivery_ids(dispatcher.outbox), [])
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_cleanly(dispatcher)
 
 
 class DeliverTests(DispatcherTestCase):
@@ -514,8 +487,7 @@ class DeliverTests(DispatcherTestCase):
         self.assertEqual(count_rows(dispatcher.outbox, "outbox"), 0)
         self.assertEqual(dispatcher.status()["published"], 2)
         self.assertEqual(dispatcher.status()["in_flight"], 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_cleanly(dispatcher)
 
     def test_a_delivery_is_checked_before_and_remembered_after(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True)
@@ -544,9 +516,7 @@ class DeliverTests(DispatcherTestCase):
         self.assertEqual(delivery_ids(dispatcher.outbox), ["delivery-8"])
         self.assertEqual(publisher.published_ids(), ["m0", "m0"])
         publisher.confirm(2)
-        self.assertEqual(dispatcher.outbox.depth, 0)
-        self.stop(dispatcher)
-        self.assertNoDelayedCalls()
+        self.stop_emptied(dispatcher)
 
     def test_a_nack_or_a_lost_connection_stores_it(self) -> None:
         dispatcher, publisher = self.make_dispatcher(connected=True)
@@ -594,7 +564,7 @@ class DeliverTests(DispatcherTestCase):
         self.clock.pump([0.05] * 25)
         self.successResultOf(stopped)
         self.assertEqual(self.successResultOf(d), [False])
-        reopened = self.open_outbox()
+        reopened = self.open()
         self.assertEqual(reopened.depth, 1)
 
 

@@ -79,6 +79,16 @@ def printed_secret(out: str) -> str:
     return secret
 
 
+async def check_after_a_silent_edit(daemon, change) -> tuple[int, str, str]:
+    """``door check GitHub Acme`` once the credentials file is rewritten (its text through
+    ``change``) without a reload, a second after the daemon's last one: its modification
+    time says it changed since."""
+    await deferLater(reactor, 1.1)
+    path = daemon.directory / "credentials.json"
+    path.write_text(change(path.read_text()))
+    return await door(daemon.directory, "check", "GitHub", "Acme", "--url", daemon.url)
+
+
 def credentials(directory: Path) -> list[dict]:
     return json.loads((directory / "credentials.json").read_text())["services"]
 
@@ -224,10 +234,9 @@ async def test_door_check_says_what_is_wrong(tmp_path, broker, consumer):
         )
 
         # The file edited without a reload: the daemon checks the old secret.
-        await deferLater(reactor, 1.1)  # a modification time after the daemon's last reload
-        path = tmp_path / "credentials.json"
-        path.write_text(path.read_text().replace('"secret": "', '"secret": "changed-'))
-        code, out, err = await door(tmp_path, "check", "GitHub", "Acme", "--url", daemon.url)
+        code, out, err = await check_after_a_silent_edit(
+            daemon, lambda text: text.replace('"secret": "', '"secret": "changed-')
+        )
         assert code == 1
         assert err.startswith(
             "notifications: 403: the daemon refused the signature made with the credentials "
@@ -256,12 +265,8 @@ async def test_door_check_of_a_door_the_daemon_has_not_read(tmp_path, broker, co
     daemon = await started(tmp_path)
     try:
         # Declared behind the daemon's back (no reload): it does not know the door.
-        await deferLater(reactor, 1.1)
-        path = tmp_path / "credentials.json"
-        path.write_text(
-            json.dumps({"services": [{"gate": "GitHub", "door": "Acme", "secret": "s"}]})
-        )
-        code, _, err = await door(tmp_path, "check", "GitHub", "Acme", "--url", daemon.url)
+        new = {"services": [{"gate": "GitHub", "door": "Acme", "secret": "s"}]}
+        code, _, err = await check_after_a_silent_edit(daemon, lambda _: json.dumps(new))
         assert code == 1
         assert err.startswith(
             "notifications: 404: the daemon does not know the GitHub door Acme, which the "

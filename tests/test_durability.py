@@ -53,19 +53,8 @@ async def test_a_redelivery_is_recognised_after_a_restart(daemon_factory, consum
     other_body, other_headers = signed_github_request("push", github_push(), SECRET, "d-0002")
     response, _ = await second.post("/gate/GitHub/Acme", other_body, headers=other_headers)
     assert response.code == 200
-    ids = [raw.content.properties["message-id"] for raw in await drain_raw(consumer)]
+    ids = await consumer.drain_ids()
     assert ids == ["d-0001", "d-0002"]
-
-
-async def drain_raw(consumer, wait: float = 0.5) -> list:
-    from txamqp.queue import Empty
-
-    messages = []
-    while True:
-        try:
-            messages.append(await consumer.queue.get(timeout=wait))
-        except Empty:
-            return messages
 
 
 # Storage that cannot take more ---------------------------------------------------
@@ -265,7 +254,7 @@ async def test_sigkill_mid_stream_loses_no_answered_call(daemon_process, broker,
         await task.deferLater(reactor, 0.1)
     assert (await daemon.health())["outbox"]["depth"] == 0
 
-    received = [raw.content.properties["message-id"] for raw in await drain_raw(consumer, 1.0)]
+    received = await consumer.drain_ids(1.0)
     missing = answered - set(received)
     assert not missing, f"{len(missing)} answered calls lost: {sorted(missing)[:5]}"
     # A re-publication after the crash keeps its message id: nothing unknown arrives.
@@ -308,7 +297,7 @@ async def test_sigterm_drains_then_a_restart_replays_the_rest(daemon_process, br
         listening = await listen_on(proxy, port)
         daemon.start()
         await daemon.ready()
-        ids = [raw.content.properties["message-id"] for raw in await drain_raw(consumer, 2.0)]
+        ids = await consumer.drain_ids(2.0)
         assert ids == [f"delivery-{n:05}" for n in range(30)]
         daemon.signal(signal.SIGTERM)
         await daemon.exited()

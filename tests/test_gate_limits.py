@@ -8,34 +8,22 @@ daemon that keeps serving.
 from __future__ import annotations
 
 import json
-from urllib.parse import urlsplit
 
 import pytest_twisted
-from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
-from twisted.internet.protocol import Protocol
+from twisted.internet import reactor
+
+from tests.helpers import Collector, connect_collector
 
 LIMITS = "max_body_size = 2048\nrequest_timeout = 0.5\nidle_timeout = 0.5\n"
 NOTIFICATION = {"service": "Deployer", "group": "ops", "type": "deploy"}
 
 
-class Client(Protocol):
-    """Collects what the daemon answers, and tells when it closes the connection."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.closed: defer.Deferred = defer.Deferred()
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-
-    def connectionLost(self, reason) -> None:
-        self.closed.callback(self.received)
-
-
-async def connect(daemon) -> Client:
-    port = urlsplit(daemon.url).port
-    return await connectProtocol(TCP4ClientEndpoint(reactor, "127.0.0.1", port), Client())
+async def post_by_hand(daemon, head: bytes = b"") -> Collector:
+    """A connection on which a POST to the Notification gate starts, ``head`` (raw) after
+    its request line: the test writes the rest, or not."""
+    client = await connect_collector(daemon.url)
+    client.transport.write(b"POST /gate/Notification/Acme HTTP/1.1\r\nHost: x\r\n" + head)
+    return client
 
 
 def status_of(answer: bytes) -> int:
@@ -50,10 +38,8 @@ async def still_serving(daemon) -> None:
 @pytest_twisted.ensureDeferred
 async def test_a_declared_length_over_the_limit_is_refused_before_the_body(daemon_factory):
     daemon = await daemon_factory(toml=LIMITS)
-    client = await connect(daemon)
-    client.transport.write(
-        b"POST /gate/Notification/Acme HTTP/1.1\r\nHost: x\r\n"
-        b"Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{"
+    client = await post_by_hand(
+        daemon, b"Content-Type: application/json\r\nContent-Length: 104857600\r\n\r\n{"
     )
     started = reactor.seconds()
     answer = await client.closed.addTimeout(5, reactor)
@@ -67,10 +53,8 @@ async def test_a_declared_length_over_the_limit_is_refused_before_the_body(daemo
 @pytest_twisted.ensureDeferred
 async def test_a_chunked_body_growing_past_the_limit_is_refused(daemon_factory):
     daemon = await daemon_factory(toml=LIMITS)
-    client = await connect(daemon)
-    client.transport.write(
-        b"POST /gate/Notification/Acme HTTP/1.1\r\nHost: x\r\n"
-        b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    client = await post_by_hand(
+        daemon, b"Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
     )
     for _ in range(3):
         client.transport.write(b"400\r\n" + b" " * 1024 + b"\r\n")
@@ -93,8 +77,7 @@ async def test_a_body_at_the_limit_is_accepted(daemon_factory, consumer):
 @pytest_twisted.ensureDeferred
 async def test_a_request_trickling_in_is_cut_after_its_deadline(daemon_factory):
     daemon = await daemon_factory(toml=LIMITS)
-    client = await connect(daemon)
-    client.transport.write(b"POST /gate/Notification/Acme HTTP/1.1\r\nHost: x\r\n")
+    client = await post_by_hand(daemon)
     started = reactor.seconds()
     # A byte now and then keeps the idle timer quiet; the deadline still comes.
     trickle = reactor.callLater(0.3, client.transport.write, b"X-Slow: 1\r\n")
@@ -109,7 +92,7 @@ async def test_a_request_trickling_in_is_cut_after_its_deadline(daemon_factory):
 @pytest_twisted.ensureDeferred
 async def test_an_idle_connection_is_closed(daemon_factory):
     daemon = await daemon_factory(toml=LIMITS)
-    client = await connect(daemon)
+    client = await connect_collector(daemon.url)
     started = reactor.seconds()
     answer = await client.closed.addTimeout(5, reactor)
     assert answer == b""
@@ -129,7 +112,7 @@ async def test_oversized_headers_and_urls_get_4xx(daemon_factory):
         + b"Content-Length: 2\r\n\r\n{}",
     ]
     for request in requests:
-        client = await connect(daemon)
+        client = await connect_collector(daemon.url)
         client.transport.write(request)
         answer = await client.closed.addTimeout(5, reactor)
         assert 400 <= status_of(answer) < 500, answer[:100]

@@ -95,7 +95,7 @@ async def test_a_gateway_killed_during_a_stream_loses_no_answered_call(tmp_path,
         await threads.deferToThread(daemons[0].process.wait, 10)
         daemons[0].start()
         await threads.deferToThread(daemons[0].ready)
-        ids = await drain_ids(consumer)
+        ids = await consumer.drain_ids(2.0)
     finally:
         stop.set()
         await threads.deferToThread(nginx.stop)
@@ -115,19 +115,6 @@ async def test_a_gateway_killed_during_a_stream_loses_no_answered_call(tmp_path,
     )
 
 
-async def drain_ids(consumer, wait: float = 2.0) -> list[str]:
-    """The message ids of everything that arrives until ``wait`` s pass without one."""
-    from txamqp.queue import Empty
-
-    ids = []
-    while True:
-        try:
-            message = await consumer.queue.get(timeout=wait)
-        except Empty:
-            return ids
-        ids.append(message.content.properties["message-id"])
-
-
 @pytest_twisted.ensureDeferred
 async def test_a_redelivery_through_nginx_is_published_once(tmp_path, broker, consumer):
     daemons = await threads.deferToThread(start_gateways, tmp_path, broker)
@@ -137,7 +124,7 @@ async def test_a_redelivery_through_nginx_is_published_once(tmp_path, broker, co
     delivery = str(uuid.uuid4())
     try:
         codes = [await threads.deferToThread(through, nginx, delivery) for _ in range(10)]
-        ids = await drain_ids(consumer, wait=1.0)
+        ids = await consumer.drain_ids(1.0)
     finally:
         await threads.deferToThread(nginx.stop)
         for daemon in daemons:

@@ -107,6 +107,17 @@ class MakeRun:
             self.process.wait(10)
             raise AssertionError(f"make run did not exit:\n{self.output()[-3000:]}") from None
 
+    def stop(self) -> int:
+        """SIGTERM to make, then wait for the end; the exit code."""
+        self.interrupt(signal.SIGTERM)
+        return self.wait()
+
+    def the_line(self, text: str) -> str:
+        """The one line of the output that holds ``text``; none or several fail the test."""
+        lines = [line for line in self.output().splitlines() if text in line]
+        assert len(lines) == 1, self.output()[-3000:]
+        return lines[0]
+
 
 @pytest.fixture
 def closed_broker_config(tmp_path) -> Path:
@@ -142,10 +153,9 @@ def test_without_a_broker_make_run_brings_a_private_node_and_stops_it(
         )
         assert status == 200, body
         assert json.loads(body)["actions"][0]["status"] == "published"
-        lines = [line for line in run.output().splitlines() if "private RabbitMQ node" in line]
-        assert len(lines) == 1, run.output()[-3000:]
-        assert "127.0.0.1:" in lines[0]
-        assert str(rabbitmq_dir) in lines[0]
+        line = run.the_line("private RabbitMQ node")
+        assert "127.0.0.1:" in line
+        assert str(rabbitmq_dir) in line
     finally:
         run.interrupt(number)
         code = run.wait()
@@ -173,11 +183,8 @@ def test_without_rabbitmq_installed_make_run_says_what_to_install(tmp_path, clos
         assert status == 200, body
         assert json.loads(body)["actions"][0]["status"] == "queued"
     finally:
-        run.interrupt(signal.SIGTERM)
-        run.wait()
-    hints = [line for line in run.output().splitlines() if "apt-get install" in line]
-    assert len(hints) == 1, run.output()[-3000:]
-    assert "apt-get install rabbitmq-server" in hints[0]
+        run.stop()
+    assert "apt-get install rabbitmq-server" in run.the_line("apt-get install")
     assert not (tmp_path / "rabbitmq").exists()
 
 
@@ -196,12 +203,10 @@ def test_when_the_private_node_fails_make_run_runs_the_daemon_anyway(
         health = run.wait_health(connected=False, timeout=30)
         assert health["status"] == "degraded"
     finally:
-        run.interrupt(signal.SIGTERM)
-        run.wait()
-    lines = [line for line in run.output().splitlines() if "did not start" in line]
-    assert len(lines) == 1, run.output()[-3000:]
-    assert "exited with code 1" in lines[0]
-    assert str(rabbitmq_dir) in lines[0]
+        run.stop()
+    line = run.the_line("did not start")
+    assert "exited with code 1" in line
+    assert str(rabbitmq_dir) in line
     # The node's own output, kept for whoever wonders why.
     [output] = rabbitmq_dir.glob("*/output.log")
     assert "broken on purpose" in output.read_text()
@@ -220,8 +225,7 @@ def test_with_a_broker_make_run_runs_the_daemon_as_before(tmp_path):
         assert len(children) == 1, commands
         assert any(part.endswith(b"/twistd") for part in commands[0]), commands
     finally:
-        run.interrupt(signal.SIGTERM)
-        run.wait()
+        run.stop()
     assert not (tmp_path / "rabbitmq").exists()
     assert "private RabbitMQ node" not in run.output()
     assert "apt-get install" not in run.output()

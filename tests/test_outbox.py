@@ -11,7 +11,8 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from contextlib import closing
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
 from pathlib import Path
 
 import pytest
@@ -37,20 +38,34 @@ def new_entries(count: int, prefix: str = "m", size: int = 10) -> list[tuple[str
     return [(f"{prefix}{i}", f"test.{prefix}", bytes([65 + i % 26]) * size) for i in range(count)]
 
 
+@asynccontextmanager
+async def opened(directory: Path, **options) -> AsyncIterator[Outbox]:
+    """An outbox on the reactor (its database thread), open; closed on the way out."""
+    outbox = Outbox(directory, reactor, **options)
+    outbox.open()
+    try:
+        yield outbox
+    finally:
+        await outbox.close()
+
+
 def count_rows(path: Path, table: str) -> int:
     """Rows of a table, read through a connection of the test's own."""
     with closing(sqlite3.connect(path)) as connection:
         return connection.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]  # noqa: S608
 
 
-class OutboxTests(SynchronousTestCase):
-    """The outbox with its transactions run synchronously."""
+class OutboxTestCase(SynchronousTestCase):
+    """A directory of the test's own and a Clock ``start`` seconds in, for outboxes whose
+    transactions run synchronously (here and in the dispatcher's tests)."""
+
+    start = 1_000_000
 
     def setUp(self) -> None:
         self.directory = Path(tempfile.mkdtemp(prefix="outbox-test-"))
         self.addCleanup(shutil.rmtree, self.directory, True)
         self.clock = Clock()
-        self.clock.advance(1_000_000)
+        self.clock.advance(self.start)
 
     def open(self, **kwargs) -> Outbox:
         """An outbox on the test's directory, closed at the end of the test."""
@@ -58,6 +73,10 @@ class OutboxTests(SynchronousTestCase):
         outbox.open()
         self.addCleanup(outbox.close)
         return outbox
+
+
+class OutboxTests(OutboxTestCase):
+    """The outbox with its transactions run synchronously."""
 
     def close(self, outbox: Outbox) -> None:
         self.assertIsNone(self.successResultOf(outbox.close()))
@@ -311,15 +330,11 @@ class OutboxTests(SynchronousTestCase):
 
 @pytest_twisted.ensureDeferred
 async def test_group_commit(tmp_path):
-    outbox = Outbox(tmp_path, reactor)
-    outbox.open()
-    try:
+    async with opened(tmp_path) as outbox:
         before = outbox.batches
         calls = [outbox.add(new_entries(1, prefix=f"g{i}-")) for i in range(200)]
         results = await defer.gatherResults(calls)
         batches = outbox.batches - before
-    finally:
-        await outbox.close()
     ids = [entries[0].id for entries in results]
     assert [entries[0].message_id for entries in results] == [f"g{i}-0" for i in range(200)]
     assert ids == sorted(set(ids)), "ids must be distinct and increase in call order"
@@ -348,9 +363,7 @@ async def test_a_group_is_written_with_a_few_statements(tmp_path):
     # The database thread gives up the GIL for each statement and must take
     # it back from a busy reactor: a group of 60 calls (40 with a delivery id)
     # must cost a handful of statements, not a few per call.
-    outbox = Outbox(tmp_path, reactor)
-    outbox.open()
-    try:
+    async with opened(tmp_path) as outbox:
         await outbox.add(new_entries(1, prefix="first"))
         await task.deferLater(reactor, 0)
         running = outbox.add(new_entries(1, prefix="running"))
@@ -364,8 +377,6 @@ async def test_a_group_is_written_with_a_few_statements(tmp_path):
         results = await defer.gatherResults(group)
         grouped = list(statements)
         stored = await outbox.load(0, 1000)
-    finally:
-        await outbox.close()
     # The deliveries database is held from the check until the outbox is
     # committed, and the outbox is committed first (see notifications.outbox).
     assert grouped == [
@@ -386,9 +397,7 @@ async def test_a_group_is_written_with_a_few_statements(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_the_same_delivery_twice_in_one_group(tmp_path):
-    outbox = Outbox(tmp_path, reactor)
-    outbox.open()
-    try:
+    async with opened(tmp_path) as outbox:
         running = outbox.add(new_entries(1, prefix="running"))
         first = outbox.add(new_entries(1, prefix="first"), delivery="twice")
         second = outbox.add(new_entries(1, prefix="second"), delivery="twice")
@@ -396,8 +405,6 @@ async def test_the_same_delivery_twice_in_one_group(tmp_path):
         outcomes = await defer.DeferredList([running, first, second, other], consumeErrors=True)
         batches = outbox.batches
         stored = await outbox.load(0, 100)
-    finally:
-        await outbox.close()
     assert batches == 2, "the last three calls shared a transaction"
     (ok_running, _), (ok_first, _), (ok_second, failure), (ok_other, _) = outcomes
     assert ok_running and ok_first and ok_other and not ok_second
@@ -407,9 +414,7 @@ async def test_the_same_delivery_twice_in_one_group(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_one_failing_operation_does_not_undo_its_group(tmp_path):
-    outbox = Outbox(tmp_path, reactor)
-    outbox.open()
-    try:
+    async with opened(tmp_path) as outbox:
         await outbox.add(new_entries(1, prefix="seen"), delivery="delivery-1")
         # Resumed from inside the batcher's callbacks: let it go idle first.
         await task.deferLater(reactor, 0)
@@ -425,8 +430,6 @@ async def test_one_failing_operation_does_not_undo_its_group(tmp_path):
         )
         assert outbox.batches - before == 2
         stored = await outbox.load(0, 100)
-    finally:
-        await outbox.close()
     (ok_a, _), (ok_dup, dup), (ok_broken, broken_failure), (ok_c, c) = outcomes
     assert ok_a and ok_c and not ok_dup and not ok_broken
     dup.trap(Duplicate)
@@ -439,9 +442,7 @@ async def test_one_failing_operation_does_not_undo_its_group(tmp_path):
 
 @pytest_twisted.ensureDeferred
 async def test_storage_full_in_a_group_spares_the_others(tmp_path):
-    outbox = Outbox(tmp_path, reactor, max_bytes=64 * 1024)
-    outbox.open()
-    try:
+    async with opened(tmp_path, max_bytes=64 * 1024) as outbox:
         before = outbox.batches
         running = outbox.add(new_entries(1, prefix="a"))
         big = outbox.add(new_entries(1, prefix="big", size=200_000), delivery="big")
@@ -449,8 +450,6 @@ async def test_storage_full_in_a_group_spares_the_others(tmp_path):
         outcomes = await defer.DeferredList([running, big, small], consumeErrors=True)
         assert outbox.batches - before == 2
         stored = await outbox.load(0, 100)
-    finally:
-        await outbox.close()
     (ok_a, _), (ok_big, big_failure), (ok_small, _) = outcomes
     assert ok_a and ok_small and not ok_big
     big_failure.trap(OutboxFull)
@@ -539,9 +538,7 @@ def test_delivery_ids_of_an_earlier_outbox_are_moved_to_the_shared_database(tmp_
 async def test_a_delivery_check_and_record_are_one_statement_each_when_shared(tmp_path):
     # The common path of a GitHub call (published first, then remembered) with
     # workers sharing the database: one read and one write, no transaction held.
-    outbox = Outbox(tmp_path, reactor, shared_deliveries=True)
-    outbox.open()
-    try:
+    async with opened(tmp_path, shared_deliveries=True) as outbox:
         statements = _statements(outbox)
         await outbox.check_delivery("d-1")
         checked = list(statements)
@@ -550,8 +547,6 @@ async def test_a_delivery_check_and_record_are_one_statement_each_when_shared(tm
         recorded = list(statements)
         with pytest.raises(Duplicate):
             await outbox.check_delivery("d-1")
-    finally:
-        await outbox.close()
     assert checked == ["deliveries: SELECT delivery, seen"]
     assert recorded == ["deliveries: INSERT OR REPLACE"]
     assert count_rows(outbox.path, "outbox") == 0
@@ -559,9 +554,7 @@ async def test_a_delivery_check_and_record_are_one_statement_each_when_shared(tm
 
 @pytest_twisted.ensureDeferred
 async def test_alone_a_delivery_is_checked_in_memory_and_written_behind(tmp_path):
-    outbox = Outbox(tmp_path, reactor)
-    outbox.open()
-    try:
+    async with opened(tmp_path) as outbox:
         statements = _statements(outbox)
         await outbox.check_delivery("d-1")
         assert statements == []  # no trip to the database thread
@@ -575,17 +568,11 @@ async def test_alone_a_delivery_is_checked_in_memory_and_written_behind(tmp_path
         await outbox.load(0, 1)  # after the record, in the thread's order
         assert statements[0] == "deliveries: INSERT OR REPLACE"
         assert count_rows(outbox.deliveries_path, "deliveries") == 2
-    finally:
-        await outbox.close()
     # Read again at the next start.
-    again = Outbox(tmp_path, reactor)
-    again.open()
-    try:
+    async with opened(tmp_path) as again:
         with pytest.raises(Duplicate):
             await again.check_delivery("d-1")
         await again.check_delivery("d-3")
-    finally:
-        await again.close()
 
 
 def test_a_full_index_asks_the_database_until_what_it_dropped_is_past_the_window(tmp_path):

@@ -12,7 +12,7 @@ from twisted.internet import threads
 
 from tests.conftest import make_config, test_broker
 from tests.helpers import closed_port
-from tests.processes import request, start_twistd
+from tests.processes import request, serving_twistd, start_twistd
 from tests.test_cli import cli
 
 
@@ -70,9 +70,7 @@ async def test_drain_publishes_what_a_killed_daemon_left(tmp_path, broker, consu
 @pytest_twisted.ensureDeferred
 async def test_drain_refuses_an_outbox_a_running_daemon_holds(tmp_path, broker):
     make_config(tmp_path, broker)
-    daemon = start_twistd(tmp_path)
-    try:
-        await threads.deferToThread(daemon.ready)
+    async with serving_twistd(tmp_path) as daemon:
         storage = tmp_path / "var"
         config = tmp_path / "notifications.toml"
         code, out, err = await cli(config, "outbox", "drain", "--storage", str(storage))
@@ -85,8 +83,6 @@ async def test_drain_refuses_an_outbox_a_running_daemon_holds(tmp_path, broker):
         code, out, err = await cli(config, "outbox", "status", "--storage", str(storage))
         assert code == 0, err
         assert f"held by a running daemon (process {daemon.pid})" in out
-    finally:
-        await threads.deferToThread(daemon.stop)
 
 
 @pytest_twisted.ensureDeferred

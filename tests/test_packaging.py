@@ -22,7 +22,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +30,7 @@ from twisted.plugin import getPlugins
 from twisted.scripts.twistd import ServerOptions
 
 from notifications.config import Config, load_config, validate_files
+from tests.processes import free_port, http_status
 
 ROOT = Path(__file__).resolve().parent.parent
 ETC = ROOT / "etc"
@@ -132,25 +132,6 @@ def test_the_service_outlasts_the_drain():
     assert set(service["RestrictAddressFamilies"].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def get_status(port: int, process: subprocess.Popen, timeout: float = 30) -> bytes:
-    """GET /status on a loopback port, while the daemon is up to answer."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as connection:
-                connection.sendall(b"GET /status HTTP/1.0\r\nHost: x\r\n\r\n")
-                return connection.makefile("rb").read()
-        except OSError:
-            time.sleep(0.2)
-    return b""
-
-
 #: Passes the listening socket as systemd does: on descriptor 3, with
 #: LISTEN_PID (the daemon's own pid, kept by exec), LISTEN_FDS and LISTEN_FDNAMES.
 SOCKET_ACTIVATION = """
@@ -195,7 +176,7 @@ def test_the_service_serves_on_a_socket_passed_as_systemd_passes_it(tmp_path):
             text=True,
         )
         try:
-            answer = get_status(port, process)
+            answer = http_status(port, process=process)
         finally:
             process.send_signal(signal.SIGTERM)
             try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import asynccontextmanager
 
 import pytest_twisted
 from twisted.internet import reactor, threads
@@ -21,6 +22,7 @@ from devtools.rabbitmq import SYSTEM_PORTS, ephemeral_low
 from notifications.amqp.connection import connect
 from notifications.publisher import PublicationRefused, Publisher
 from tests.conftest import Consumer, close_consumer, test_broker
+from tests.helpers import delete_queue
 
 
 def node_broker(cluster, index: int, exchange: str):
@@ -45,13 +47,19 @@ async def declare_queue(broker, name: str, queue_type: str) -> None:
         await client.close(within=2)
 
 
-async def delete_queue(broker, name: str) -> None:
-    client, channel = await connect(reactor, broker)
+@asynccontextmanager
+async def replicated_queue(cluster, queue_type: str, prefix: str):
+    """A queue of ``queue_type`` declared through node 1, bound to a new exchange of its own;
+    the queue and the exchange deleted at the end (through node 2, in case node 1 was killed).
+
+    Yields the exchange's name and the queue's.
+    """
+    exchange, queue = exchange_name(), f"{prefix}-{uuid.uuid4().hex[:8]}"
+    await declare_queue(node_broker(cluster, 0, exchange), queue, queue_type)
     try:
-        await channel.queue_delete(queue=name)
-        await channel.exchange_delete(exchange=broker.exchange)
+        yield exchange, queue
     finally:
-        await client.close(within=2)
+        await delete_queue(node_broker(cluster, 1, exchange), queue)
 
 
 async def consume(broker, queue: str) -> Consumer:
@@ -166,10 +174,7 @@ async def test_the_cluster_has_three_running_members(rabbit_cluster):
 
 @pytest_twisted.ensureDeferred
 async def test_a_quorum_queue_is_replicated_on_every_node(rabbit_cluster):
-    exchange, queue = exchange_name(), f"qq-{uuid.uuid4().hex[:8]}"
-    first = node_broker(rabbit_cluster, 0, exchange)
-    await declare_queue(first, queue, "quorum")
-    try:
+    async with replicated_queue(rabbit_cluster, "quorum", "qq") as (exchange, queue):
         info = await wait_online(rabbit_cluster, 0, queue)
         assert info["type"] == "quorum"
         assert len(info["members"]) == 3
@@ -183,76 +188,69 @@ async def test_a_quorum_queue_is_replicated_on_every_node(rabbit_cluster):
         finally:
             await publisher.stopService()
             await close_consumer(consumer)
-    finally:
-        await delete_queue(first, queue)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_quorum_queue_outlives_a_killed_node_which_then_rejoins(rabbit_cluster):
-    exchange, queue = exchange_name(), f"qq-{uuid.uuid4().hex[:8]}"
-    first, second, third = (node_broker(rabbit_cluster, index, exchange) for index in range(3))
     killed = rabbit_cluster.nodes[0]
-    await declare_queue(first, queue, "quorum")
-    try:
-        info = await wait_online(rabbit_cluster, 0, queue)
-        # Declared through node 1, led from there: its death forces an election.
-        assert info["leader"] == killed.name
-
-        publisher = await start_publisher(second)
-        consumer = await consume(third, queue)
+    async with replicated_queue(rabbit_cluster, "quorum", "qq") as (exchange, queue):
+        first, second, third = (node_broker(rabbit_cluster, index, exchange) for index in range(3))
         try:
-            # A publisher that has already published to the queue, as the
-            # daemon's long-lived connection has. (With RabbitMQ 3.10, a
-            # channel whose very first publish to a quorum queue falls in the
-            # second of the election is refused for as long as it lives.)
-            ids, nacked = await publish_all(publisher, "before", 5)
-            await assert_delivered(consumer, ids, nacked)
+            info = await wait_online(rabbit_cluster, 0, queue)
+            # Declared through node 1, led from there: its death forces an election.
+            assert info["leader"] == killed.name
 
-            beam = await threads.deferToThread(killed.beam_pid)
-            assert beam is not None
-            await threads.deferToThread(rabbit_cluster.kill, 0)
-            assert await threads.deferToThread(killed.pids) == []
-
-            # Right away, while the queue elects a leader among the two left;
-            # the consumer through node 3 stays subscribed across the election.
+            publisher = await start_publisher(second)
+            consumer = await consume(third, queue)
             try:
-                ids, nacked = await publish_all(publisher, "during", 20)
-            except AssertionError as error:
+                # A publisher that has already published to the queue, as the
+                # daemon's long-lived connection has. (With RabbitMQ 3.10, a
+                # channel whose very first publish to a quorum queue falls in the
+                # second of the election is refused for as long as it lives.)
+                ids, nacked = await publish_all(publisher, "before", 5)
+                await assert_delivered(consumer, ids, nacked)
+
+                beam = await threads.deferToThread(killed.beam_pid)
+                assert beam is not None
+                await threads.deferToThread(rabbit_cluster.kill, 0)
+                assert await threads.deferToThread(killed.pids) == []
+
+                # Right away, while the queue elects a leader among the two left;
+                # the consumer through node 3 stays subscribed across the election.
+                try:
+                    ids, nacked = await publish_all(publisher, "during", 20)
+                except AssertionError as error:
+                    info = await queue_info(rabbit_cluster, 1, queue)
+                    raise AssertionError(f"{error}; {info}\n{rabbit_cluster.log_tail()}") from None
+                await assert_delivered(consumer, ids, nacked)
+                members = await threads.deferToThread(rabbit_cluster.running_members, 1)
+                assert members == sorted(node.name for node in rabbit_cluster.nodes[1:])
                 info = await queue_info(rabbit_cluster, 1, queue)
-                raise AssertionError(f"{error}; {info}\n{rabbit_cluster.log_tail()}") from None
-            await assert_delivered(consumer, ids, nacked)
-            members = await threads.deferToThread(rabbit_cluster.running_members, 1)
-            assert members == sorted(node.name for node in rabbit_cluster.nodes[1:])
-            info = await queue_info(rabbit_cluster, 1, queue)
-            assert info["leader"] in {node.name for node in rabbit_cluster.nodes[1:]}
-            assert len(info["members"]) == 3
-            assert killed.name not in info["online"]
+                assert info["leader"] in {node.name for node in rabbit_cluster.nodes[1:]}
+                assert len(info["members"]) == 3
+                assert killed.name not in info["online"]
 
-            await threads.deferToThread(rabbit_cluster.start_node, 0)
-            assert await threads.deferToThread(killed.beam_pid) not in (None, beam)
-            await wait_online(rabbit_cluster, 0, queue)
+                await threads.deferToThread(rabbit_cluster.start_node, 0)
+                assert await threads.deferToThread(killed.beam_pid) not in (None, beam)
+                await wait_online(rabbit_cluster, 0, queue)
 
-            # The restarted node takes messages again, for consumers elsewhere.
-            await publisher.stopService()
-            publisher = await start_publisher(first)
-            ids, nacked = await publish_all(publisher, "after", 10)
-            await assert_delivered(consumer, ids, nacked)
+                # The restarted node takes messages again, for consumers elsewhere.
+                await publisher.stopService()
+                publisher = await start_publisher(first)
+                ids, nacked = await publish_all(publisher, "after", 10)
+                await assert_delivered(consumer, ids, nacked)
+            finally:
+                await publisher.stopService()
+                await close_consumer(consumer)
         finally:
-            await publisher.stopService()
-            await close_consumer(consumer)
-    finally:
-        if not await threads.deferToThread(killed.running):
-            # Leave a whole cluster to the tests that come next.
-            await threads.deferToThread(rabbit_cluster.start_node, 0)
-        await delete_queue(second, queue)
+            if not await threads.deferToThread(killed.running):
+                # Leave a whole cluster to the tests that come next.
+                await threads.deferToThread(rabbit_cluster.start_node, 0)
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_stream_queue_has_a_replica_on_every_node(rabbit_cluster):
-    exchange, queue = exchange_name(), f"stream-{uuid.uuid4().hex[:8]}"
-    first = node_broker(rabbit_cluster, 0, exchange)
-    await declare_queue(first, queue, "stream")
-    try:
+    async with replicated_queue(rabbit_cluster, "stream", "stream") as (exchange, queue):
         info = await wait_online(rabbit_cluster, 1, queue)
         assert info["type"] == "stream"
         assert info["leader"] == rabbit_cluster.nodes[0].name
@@ -266,5 +264,3 @@ async def test_a_stream_queue_has_a_replica_on_every_node(rabbit_cluster):
             assert publisher.unroutable == 0
         finally:
             await publisher.stopService()
-    finally:
-        await delete_queue(first, queue)

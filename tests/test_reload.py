@@ -241,11 +241,19 @@ async def test_drain_timeout_and_publish_timeout_apply_at_once(running):
     assert run.daemon.app.handler.config.publish_timeout == 0.25
 
 
+async def reload_said(run, log_lines: list[str], **changes: str) -> str:
+    """``run.reload(**changes)``, then the one "Configuration reloaded" line it logged."""
+    await run.reload(**changes)
+    [line] = [line for line in log_lines if line.startswith("Configuration reloaded")]
+    return line
+
+
 @pytest_twisted.ensureDeferred
 async def test_settings_that_take_a_restart_are_named(running, log_lines):
     run = await running()
-    await run.reload(storage__synchronous='"normal"', features__GetConfig="false")
-    [line] = [line for line in log_lines if line.startswith("Configuration reloaded")]
+    line = await reload_said(
+        run, log_lines, storage__synchronous='"normal"', features__GetConfig="false"
+    )
     assert "at the next start: synchronous, features" in line
     assert any("changes synchronous, features: that takes a restart" in line for line in log_lines)
     # Not applied: /config is still served until the next start.
@@ -257,8 +265,7 @@ async def test_settings_that_take_a_restart_are_named(running, log_lines):
 @pytest_twisted.ensureDeferred
 async def test_the_actions_report_feature_applies_at_once(running, log_lines):
     run = await running()
-    await run.reload(features__ActionsReport="false")
-    [line] = [line for line in log_lines if line.startswith("Configuration reloaded")]
+    line = await reload_said(run, log_lines, features__ActionsReport="false")
     assert "applied now: features (ActionsReport); at the next start: nothing" in line
     response, answer = await run.post("/gate/Notification/Acme", notification())
     assert (response.code, answer) == (200, b"")
@@ -267,7 +274,6 @@ async def test_the_actions_report_feature_applies_at_once(running, log_lines):
 @pytest_twisted.ensureDeferred
 async def test_a_reload_says_what_it_applied(running, log_lines):
     run = await running()
-    await run.reload(gate__max_in_progress="7")
-    [line] = [line for line in log_lines if line.startswith("Configuration reloaded")]
+    line = await reload_said(run, log_lines, gate__max_in_progress="7")
     assert "applied now: max_in_progress; at the next start: nothing" in line
     await wait_for(lambda: run.daemon.app.handler.config.max_in_progress == 7)

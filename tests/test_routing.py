@@ -30,6 +30,7 @@ from notifications.routing import (
     valid_pattern,
 )
 from tests.conftest import test_broker
+from tests.helpers import generated
 
 # (pattern, routing key, whether it matches)
 CASES = [
@@ -154,19 +155,6 @@ def texts(words: list[str], most: int) -> list[str]:
 
 def dotted(words: list[str], most: int):
     return st.lists(st.sampled_from(words), min_size=1, max_size=most).map(".".join)
-
-
-def generated(strategy, count: int) -> list:
-    """``count`` examples drawn by hypothesis (generation only: the broker runs afterwards)."""
-    drawn: list = []
-
-    @settings(max_examples=count, database=None, deadline=None, phases=[Phase.generate])
-    @given(strategy)
-    def draw(example) -> None:
-        drawn.append(example)
-
-    draw()
-    return drawn
 
 
 async def broker_routing(patterns: list[str], keys: list[str]) -> dict[str, set[str]]:

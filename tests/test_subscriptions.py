@@ -125,10 +125,8 @@ async def test_a_receiver_down_for_ten_seconds_gets_everything_once_in_order(
         await receiver.stop()
 
 
-@pytest_twisted.ensureDeferred
-async def test_a_receiver_failing_forever_gets_max_attempts_then_the_dead_letter_queue(
-    tmp_path, broker, subscribed
-):
+async def failing_receiver(tmp_path, broker, subscribed, max_delay: float, max_attempts: int):
+    """A receiver answering 500 to everything, and a configuration subscribing "flaky" to it."""
     receiver = await FakeReceiver().start()
     receiver.mode = "http-500"
     subscribed.append("flaky")
@@ -137,10 +135,17 @@ async def test_a_receiver_failing_forever_gets_max_attempts_then_the_dead_letter
         receiver.url + "/hook",
         allow_private=True,
         initial_delay=0.3,
-        max_delay=2.0,
-        max_attempts=4,
+        max_delay=max_delay,
+        max_attempts=max_attempts,
     )
-    config = make_config(tmp_path, broker, toml=toml)
+    return receiver, make_config(tmp_path, broker, toml=toml)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_receiver_failing_forever_gets_max_attempts_then_the_dead_letter_queue(
+    tmp_path, broker, subscribed
+):
+    receiver, config = await failing_receiver(tmp_path, broker, subscribed, 2.0, 4)
     config_file = tmp_path / "notifications.toml"
     daemon = await start_whole_daemon(config)
     subscriber = daemon.daemon.subscriptions.subscribers["flaky"]
@@ -571,18 +576,7 @@ async def test_subscriptions_list_shows_no_secret_and_replay_names_the_known_one
 
 @pytest_twisted.ensureDeferred
 async def test_the_attempts_are_counted_across_a_restart(tmp_path, broker, subscribed):
-    receiver = await FakeReceiver().start()
-    receiver.mode = "http-500"
-    subscribed.append("flaky")
-    toml = subscription_toml(
-        "flaky",
-        receiver.url + "/hook",
-        allow_private=True,
-        initial_delay=0.3,
-        max_delay=1.0,
-        max_attempts=5,
-    )
-    config = make_config(tmp_path, broker, toml=toml)
+    receiver, config = await failing_receiver(tmp_path, broker, subscribed, 1.0, 5)
     daemon = await start_whole_daemon(config)
     try:
         code, _ = await daemon.post("/gate/Notification/Acme", notification("stubborn"))
