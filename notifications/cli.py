@@ -44,6 +44,7 @@ from .commands.common import (
     complain,
     connected,
     format_table,
+    gate_named,
     load,
     printing_warnings,
     reporting_errors,
@@ -146,14 +147,6 @@ def command_config_validate(args: argparse.Namespace) -> int:
 
 
 # payload --------------------------------------------------------------------
-
-
-def gate_name(name: str) -> str:
-    """The gate called ``name``, whatever its case."""
-    for gate in gate_names():
-        if gate.lower() == name.lower():
-            return gate
-    raise CommandError(f"unknown service {name!r} (one of {', '.join(gate_names())})", EXIT_USAGE)
 
 
 def content_type_of(body: bytes) -> str:
@@ -268,7 +261,7 @@ def print_outcome(gate: str, outcome: Outcome) -> None:
 
 def command_payload(args: argparse.Namespace) -> int:
     config = load(args)
-    gate = gate_name(args.service)
+    gate = gate_named(args.service, noun="service")
     door = payload_door(gate, args.door)
     if gate_class(gate).takes_event and not args.event:
         raise CommandError(f"payload: the {gate} gate needs an event (e.g. push)", EXIT_USAGE)

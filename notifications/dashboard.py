@@ -220,25 +220,16 @@ def readers_report(config: Config, events=None, subscriptions=None) -> dict:
 
 
 class Dashboard(Resource):
-    """``/``: the status page, the root of the site (the other children are put on it)."""
+    """``/``: the status page, the root of the site (the other children are put on it).
 
-    def __init__(
-        self,
-        config: Config,
-        dispatcher,
-        recent: RecentSource,
-        reactor,
-        activity=None,
-        events=None,
-        subscriptions=None,
-    ):
+    ``status`` is the ``/status.json`` the page reads.
+    """
+
+    def __init__(self, status: StatusJSON):
         super().__init__()
         files = load_static()
         _, self.page = files.pop("index.html")
-        self.putChild(
-            b"status.json",
-            StatusJSON(config, dispatcher, recent, reactor, activity, events, subscriptions),
-        )
+        self.putChild(b"status.json", status)
         self.putChild(b"static", StaticFiles(files))
 
     def getChild(self, path, request):

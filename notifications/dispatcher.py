@@ -293,7 +293,7 @@ class Dispatcher(service.Service):
             self._direct_sent[key] = now
             published = self.publisher.publish(routing_key, body, message_id, int(now))
             published.addCallbacks(
-                self._direct_confirmed, self._direct_failed, (key,), None, (key,)
+                self._direct_settled, self._direct_settled, (key, True), None, (key, False)
             )
             waits.append(self.wait_confirmed(key, timeout))
         d = (
@@ -303,24 +303,19 @@ class Dispatcher(service.Service):
         )
         return d.addCallback(self._directly_published, entries, delivery)
 
-    def _direct_confirmed(self, _, key: int) -> None:
+    def _direct_settled(self, result, key: int, confirmed: bool) -> None:
+        """The broker's answer to a direct publication: ``confirmed``, or not and
+        ``result`` is the failure."""
         self._direct_sent.pop(key, None)
-        self.published += 1
-        waiter = self._waiters.pop(key, None)
-        if waiter is not None:
-            if not self._waiters:
-                self._forget_deadlines()
-            waiter.callback(True)
-
-    def _direct_failed(self, failure, key: int) -> None:
-        self._direct_sent.pop(key, None)
-        if failure.check(PublicationRefused):
+        if confirmed:
+            self.published += 1
+        elif result.check(PublicationRefused):
             self.nacked += 1
         waiter = self._waiters.pop(key, None)
         if waiter is not None:
             if not self._waiters:
                 self._forget_deadlines()
-            waiter.callback(False)
+            waiter.callback(confirmed)
 
     def _directly_published(
         self, confirmed: list[bool], entries: Sequence[NewEntry], delivery: str | None

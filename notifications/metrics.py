@@ -131,26 +131,22 @@ class ReadersCollector:
             "retried": "Failed attempts followed by another one",
             "dead_lettered": "Notifications moved to the dead-letter queue after max_attempts",
         }
-        for name, description in counters.items():
-            family = CounterMetricFamily(
-                f"notifications_subscription_{name}", description, labels=["subscription"]
-            )
-            for subscription, kept in figures.items():
-                family.add_metric([subscription], getattr(kept, name))
-            yield family
         gauges = {
             "waiting": "Notifications in the subscription's queue (read from the broker)",
             "dead": "Notifications in the subscription's dead-letter queue",
         }
-        for name, description in gauges.items():
-            family = GaugeMetricFamily(
-                f"notifications_subscription_{name}", description, labels=["subscription"]
-            )
-            for subscription, kept in figures.items():
-                value = getattr(kept, name)
-                if value is not None:  # not read yet: no sample rather than a wrong one
-                    family.add_metric([subscription], value)
-            yield family
+        for kind, described in ((CounterMetricFamily, counters), (GaugeMetricFamily, gauges)):
+            for name, description in described.items():
+                family = kind(
+                    f"notifications_subscription_{name}", description, labels=["subscription"]
+                )
+                for subscription, kept in figures.items():
+                    value = getattr(kept, name)
+                    # A queue not read yet (a counter always has a value): no
+                    # sample rather than a wrong one.
+                    if value is not None:
+                        family.add_metric([subscription], value)
+                yield family
 
 
 class Metrics:

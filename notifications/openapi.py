@@ -430,32 +430,21 @@ def _undeclared_doors() -> dict:
 
 
 def _status_json() -> dict:
-    recent = _object(
-        {
-            "time": {"type": "integer", "minimum": 0},
-            "service": {"type": "string"},
-            "project": {"type": "string"},
-            "group": {"type": "string"},
-            "type": {"type": "string"},
-            "text": {"type": "string"},
-            "link": {"type": "string"},
-            "routingKey": {"type": "string"},
-            "messageId": {"type": "string"},
-            "offset": {"type": "integer", "minimum": 0, "description": "In the archive."},
-        },
-        required=[
-            "time",
-            "service",
-            "project",
-            "group",
-            "type",
-            "text",
-            "link",
-            "routingKey",
-            "messageId",
-        ],
-        extra=True,
-    )
+    recent_fields = {
+        "time": {"type": "integer", "minimum": 0},
+        "service": {"type": "string"},
+        "project": {"type": "string"},
+        "group": {"type": "string"},
+        "type": {"type": "string"},
+        "text": {"type": "string"},
+        "link": {"type": "string"},
+        "routingKey": {"type": "string"},
+        "messageId": {"type": "string"},
+        "offset": {"type": "integer", "minimum": 0, "description": "In the archive."},
+    }
+    # Every entry has them all but its offset, which only the archive's have.
+    required = [name for name in recent_fields if name != "offset"]
+    recent = _object(recent_fields, required=required, extra=True)
     outbox = _outbox_state()
     outbox["properties"]["error"] = {"type": "string", "enum": ["outbox unreadable"]}
     return _object(

@@ -65,26 +65,30 @@ class TopicPattern:
 
     def matches(self, routing_key: str) -> bool:
         """Whether the broker would route a message with ``routing_key`` to this binding."""
-        words, end = self._words, len(self._words)
         # The pattern positions reached after the key's words read so far
         # (a nondeterministic automaton: '#' both stays and moves on).
         states = self._skip_hashes({0})
         for key_word in split_words(routing_key):
-            reached = set()
-            for position in states:
-                if position == end:
-                    continue
-                word = words[position]
-                if word == "#":
-                    reached.add(position)
-                elif word == "*" or word == key_word:
-                    reached.add(position + 1)
-            if not reached:
+            states = self._step(states, key_word)
+            if not states:
                 return False
-            states = self._skip_hashes(reached)
-        return end in states
+        return len(self._words) in states
 
     __call__ = matches
+
+    def _step(self, states: Iterable[int], key_word) -> set[int]:
+        """The positions reached from ``states`` after one more key word."""
+        words, end = self._words, len(self._words)
+        reached = set()
+        for position in states:
+            if position == end:
+                continue
+            word = words[position]
+            if word == "#":
+                reached.add(position)
+            elif word == "*" or word == key_word:
+                reached.add(position + 1)
+        return self._skip_hashes(reached)
 
     def _skip_hashes(self, states: set[int]) -> set[int]:
         """Add the positions just after every '#' reached: it may match no word."""
@@ -138,21 +142,6 @@ _ANY_OTHER_WORD = object()
 COVERS_LIMIT = 10_000
 
 
-def _step(pattern: TopicPattern, states: frozenset[int], word) -> frozenset[int]:
-    """The positions of ``pattern`` reached from ``states`` after one more key word."""
-    words, end = pattern._words, len(pattern._words)
-    reached = set()
-    for position in states:
-        if position == end:
-            continue
-        expected = words[position]
-        if expected == "#":
-            reached.add(position)
-        elif expected == "*" or expected == word:
-            reached.add(position + 1)
-    return frozenset(pattern._skip_hashes(reached))
-
-
 def covers(allowed: Iterable[str], requested: str, limit: int = COVERS_LIMIT) -> bool:
     """Whether every routing key ``requested`` matches is matched by one of ``allowed``.
 
@@ -190,13 +179,13 @@ def covers(allowed: Iterable[str], requested: str, limit: int = COVERS_LIMIT) ->
         ):
             return False  # a key requested matches and no allowed pattern does
         for symbol in symbols:
-            after = _step(wanted, states, symbol)
+            after = frozenset(wanted._step(states, symbol))
             if not after:
                 continue  # no key requested goes on this way
             following = (
                 after,
                 tuple(
-                    _step(pattern, reached, symbol)
+                    frozenset(pattern._step(reached, symbol))
                     for pattern, reached in zip(granted, granted_states, strict=True)
                 ),
             )

@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 
 from . import refusals
 from .config import Config
-from .dashboard import RECENT, Dashboard, RecentSource
+from .dashboard import RECENT, Dashboard, RecentSource, StatusJSON
 from .events import EventsResource
 from .gates import Gate, GateCall, GateError, Outcome, gate_class, gate_names
 from .gates.base import BAD_REQUEST
@@ -641,13 +641,15 @@ class WebApp:
         self.handler = CallHandler(config, dispatcher, reactor, metrics, self.activity)
         self.recent = RecentSource(self.handler.recent, archive_recent)
         self.dashboard = Dashboard(
-            config,
-            dispatcher,
-            self.recent,
-            reactor,
-            self.activity,
-            events=events,
-            subscriptions=subscriptions,
+            StatusJSON(
+                config,
+                dispatcher,
+                self.recent,
+                reactor,
+                self.activity,
+                events=events,
+                subscriptions=subscriptions,
+            )
         )
         self.status = StatusResource()
         self.health = HealthResource(dispatcher)
@@ -711,16 +713,10 @@ class WebApp:
         return site
 
 
-def make_site(
-    config: Config,
-    dispatcher,
-    gates: dict[str, Gate],
-    reactor,
-    service_status=None,
-    metrics: Metrics | None = None,
-):
-    """One :class:`twisted.web.server.Site` serving everything (see :class:`WebApp`)."""
-    return WebApp(config, dispatcher, gates, reactor, service_status, metrics).site("all")
+def make_site(*args, **kwargs) -> GateSite:
+    """One :class:`twisted.web.server.Site` serving everything, made of
+    :class:`WebApp`'s arguments."""
+    return WebApp(*args, **kwargs).site("all")
 
 
 def _doors(config: Config) -> list[tuple[str, str]]:

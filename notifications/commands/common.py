@@ -21,6 +21,7 @@ from twisted.logger import LogLevel, formatEvent, globalLogPublisher
 from ..amqp.connection import BrokerEvents, connect
 from ..config import Config, config_path, load_config
 from ..daemonfiles import read_reload, running_pid
+from ..gates import gate_names
 
 PROG = "notifications"
 EXIT_OK = 0
@@ -244,3 +245,21 @@ def positive_float(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be positive")
     return value
+
+
+def add_timeout(parser: argparse.ArgumentParser, help: str, default: float | None = None) -> None:
+    """``--timeout SECONDS``, a positive number, alike in every command that waits."""
+    parser.add_argument(
+        "--timeout", type=positive_float, default=default, metavar="SECONDS", help=help
+    )
+
+
+def gate_named(name: str, noun: str = "gate") -> str:
+    """The gate called ``name``, whatever its case (``GITHUB`` is ``GitHub``).
+
+    ``noun`` is what the command calls it in its error (``payload`` says service).
+    """
+    for gate in gate_names():
+        if gate.lower() == name.lower():
+            return gate
+    raise CommandError(f"unknown {noun} {name!r} (one of {', '.join(gate_names())})", EXIT_USAGE)

@@ -68,11 +68,12 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_timeout,
     close_connection,
     connected,
     describe_failure,
     format_table,
-    positive_float,
+    gate_named,
     reload_daemon,
     reporting_errors,
     run_react,
@@ -92,14 +93,6 @@ DEFAULT_CHECK_URL = "http://127.0.0.1:8080"
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd]?)")
-
-
-def gate_named(name: str) -> str:
-    """The gate called ``name``, whatever its case (``GITHUB`` is ``GitHub``)."""
-    for gate in gate_names():
-        if gate.lower() == name.lower():
-            return gate
-    raise CommandError(f"unknown gate {name!r} (one of {', '.join(gate_names())})", EXIT_USAGE)
 
 
 def duration(text: str) -> float:
@@ -801,11 +794,18 @@ def add_commands(commands) -> None:
     actions = door.add_subparsers(required=True, metavar="ACTION")
     gate_help = f"the gate: {', '.join(gate_names())} (any case)"
 
-    add = actions.add_parser(
-        "add", help="open a door: a new secret in the credentials file, the daemon reloaded"
+    def door_action(name: str, help: str, door: str = "the door") -> argparse.ArgumentParser:
+        """An action on one door: the gate and the door come first."""
+        parser = actions.add_parser(name, help=help)
+        parser.add_argument("gate", help=gate_help)
+        parser.add_argument("door", help=door)
+        return parser
+
+    add = door_action(
+        "add",
+        "open a door: a new secret in the credentials file, the daemon reloaded",
+        door="the door (the project)",
     )
-    add.add_argument("gate", help=gate_help)
-    add.add_argument("door", help="the door (the project)")
     add.add_argument(
         "--public-url",
         type=public_url,
@@ -831,16 +831,10 @@ def add_commands(commands) -> None:
     listing = actions.add_parser("list", help="the doors, where their secrets come from")
     listing.set_defaults(command=command_list)
 
-    remove = actions.add_parser("remove", help="close a door; the daemon reloaded")
-    remove.add_argument("gate", help=gate_help)
-    remove.add_argument("door", help="the door")
+    remove = door_action("remove", "close a door; the daemon reloaded")
     remove.set_defaults(command=command_remove)
 
-    rotate = actions.add_parser(
-        "rotate", help="a new secret; the previous one accepted for a grace period"
-    )
-    rotate.add_argument("gate", help=gate_help)
-    rotate.add_argument("door", help="the door")
+    rotate = door_action("rotate", "a new secret; the previous one accepted for a grace period")
     rotate.add_argument(
         "--grace",
         type=duration,
@@ -861,22 +855,14 @@ def add_commands(commands) -> None:
     )
     rotate.set_defaults(command=command_rotate)
 
-    check = actions.add_parser(
-        "check", help="make the call the sender would make and wait for its notification"
+    check = door_action(
+        "check", "make the call the sender would make and wait for its notification"
     )
-    check.add_argument("gate", help=gate_help)
-    check.add_argument("door", help="the door")
     check.add_argument(
         "--url",
         type=http_url,
         default=DEFAULT_CHECK_URL,
         help=f"the daemon (default {DEFAULT_CHECK_URL})",
     )
-    check.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=10.0,
-        metavar="SECONDS",
-        help="for the answer, then for the notification (default 10)",
-    )
+    add_timeout(check, "for the answer, then for the notification (default 10)", default=10.0)
     check.set_defaults(command=command_check)

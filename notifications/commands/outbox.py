@@ -29,10 +29,10 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    add_timeout,
     complain,
     format_table,
     load,
-    positive_float,
     printing_warnings,
     reporting_errors,
     run_react,
@@ -162,11 +162,5 @@ def add_commands(commands) -> None:
         "drain", help="publish another instance's leftover outbox with this broker, then exit"
     )
     drain.add_argument("--storage", required=True, metavar="DIR", help="the storage directory")
-    drain.add_argument(
-        "--timeout",
-        type=positive_float,
-        default=600.0,
-        metavar="SECONDS",
-        help="give up after that long (default 600)",
-    )
+    add_timeout(drain, "give up after that long (default 600)", default=600.0)
     drain.set_defaults(command=command_drain)

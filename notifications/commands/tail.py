@@ -28,13 +28,13 @@ from ..routing import compile_pattern, pattern_error
 from ..texts import SEPARATOR
 from .common import (
     CommandError,
+    add_timeout,
     close_connection,
     complain,
     connected,
     describe_failure,
     load,
     parse_time,
-    positive_float,
     positive_int,
     reporting_errors,
     run_react,
@@ -417,9 +417,7 @@ def add_commands(commands) -> None:
     tail.add_argument("patterns", nargs="*", metavar="pattern", help="routing-key patterns (#)")
     tail.add_argument("--json", action="store_true", help="print each JSON body on one line")
     tail.add_argument("--count", type=positive_int, metavar="N", help="exit after N messages")
-    tail.add_argument(
-        "--timeout", type=positive_float, metavar="SECONDS", help="exit after that long"
-    )
+    add_timeout(tail, "exit after that long")
     tail.add_argument(
         "--since",
         metavar="TIME",

@@ -708,7 +708,29 @@ _PULL_REQUEST_REVIEW_THREAD = uniform(
     {"resolved": "resolved", "unresolved": "reopened"},
 )
 
-_SUB_ISSUES = uniform(
+
+def _between_issues(template: str, verbs: dict[str, str], *issues: str) -> Renderer:
+    """The renderer of an event that ties two issues (a sub-issue and its parent, an
+    issue and the one blocking it), each under its key in ``issues``.
+
+    A verb names one issue in full (``{parent_issue}``: its number and title) and
+    the other by its number (``#{parent}``, the key without ``_issue``); the link
+    is the page of the issue named in full, the one the text is about.
+    """
+    texts = uniform(
+        template,
+        verbs,
+        **{issue.removesuffix("_issue"): _needed(issue, "number") for issue in issues},
+        **{issue: _numbered(issue) for issue in issues},
+    )
+    shown = {
+        action: next(issue for issue in issues if "{" + issue + "}" in verb)
+        for action, verb in verbs.items()
+    }
+    return by_action(texts, _nowhere, lambda p: text_at(p, shown[need(p, "action")], "html_url"))
+
+
+_SUB_ISSUES = _between_issues(
     "{a} has {verb}",
     {
         "sub_issue_added": "added the sub-issue #{sub} to the issue {parent_issue}",
@@ -716,19 +738,11 @@ _SUB_ISSUES = uniform(
         "parent_issue_added": "made #{parent} the parent of the issue {sub_issue}",
         "parent_issue_removed": "removed the parent #{parent} of the issue {sub_issue}",
     },
-    sub=_needed("sub_issue", "number"),
-    parent=_needed("parent_issue", "number"),
-    sub_issue=_numbered("sub_issue"),
-    parent_issue=_numbered("parent_issue"),
+    "sub_issue",
+    "parent_issue",
 )
 
-
-def _sub_issues_link(payload: Any) -> str:
-    issue = "sub_issue" if text_at(payload, "action").startswith("parent") else "parent_issue"
-    return text_at(payload, issue, "html_url")
-
-
-_ISSUE_DEPENDENCIES = uniform(
+_ISSUE_DEPENDENCIES = _between_issues(
     "{a} has marked the issue {verb}",
     {
         "blocked_by_added": "{blocked_issue} as blocked by #{blocking}",
@@ -736,16 +750,9 @@ _ISSUE_DEPENDENCIES = uniform(
         "blocking_added": "{blocking_issue} as blocking #{blocked}",
         "blocking_removed": "{blocking_issue} as no longer blocking #{blocked}",
     },
-    blocked=_needed("blocked_issue", "number"),
-    blocking=_needed("blocking_issue", "number"),
-    blocked_issue=_numbered("blocked_issue"),
-    blocking_issue=_numbered("blocking_issue"),
+    "blocked_issue",
+    "blocking_issue",
 )
-
-
-def _dependencies_link(payload: Any) -> str:
-    blocking = text_at(payload, "action").startswith("blocking")
-    return text_at(payload, "blocking_issue" if blocking else "blocked_issue", "html_url")
 
 
 # Releases, packages, wiki, pages --------------------------------------------
@@ -1530,8 +1537,8 @@ RENDERERS: dict[str, Renderer] = {
     "watch": render_watch,
     # Issues, discussions, pull request reviews.
     "issues": by_action(_ISSUES, _numbered("issue"), _at("issue", "html_url")),
-    "sub_issues": by_action(_SUB_ISSUES, lambda p: "", _sub_issues_link),
-    "issue_dependencies": by_action(_ISSUE_DEPENDENCIES, lambda p: "", _dependencies_link),
+    "sub_issues": _SUB_ISSUES,
+    "issue_dependencies": _ISSUE_DEPENDENCIES,
     "discussion": by_action(_DISCUSSION, _numbered("discussion"), _at("discussion", "html_url")),
     "discussion_comment": by_action(
         _comment_texts("discussion"), _numbered("discussion"), _at("comment", "html_url")
