@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from tests.helpers import assert_published, assert_report, first_line, notification
+from tests.gate_cases import assert_call_published
+from tests.helpers import first_line, notification
 from tests.payloads import phabricator_form_body, phabricator_story
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -62,10 +63,7 @@ async def test_story(daemon_factory, consumer, broker, encoding, object_phid, te
         )
     else:
         response, answer = await daemon.post("/gate/Phabricator/Acme", story)
-    assert response.code == 200, answer
     key = f"acme.{group}.phabricator.{type_.lower()}"
-    assert_report(answer, "Phabricator", "Acme", broker.exchange, [key])
-    message, raw = await consumer.get()
     expected = notification(
         service="Phabricator",
         project="Acme",
@@ -75,7 +73,7 @@ async def test_story(daemon_factory, consumer, broker, encoding, object_phid, te
         text=text,
         link="",
     )
-    assert_published(message, raw, expected, key)
+    await assert_call_published(response, answer, consumer, broker.exchange, key, expected)
 
 
 @pytest_twisted.ensureDeferred
