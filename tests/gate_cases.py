@@ -1,12 +1,22 @@
 """Cases and checks shared by the gate tests: the GitHub events that both the
 renderer's tests and the end-to-end gate tests assert, GitHub's documented
-pull request actions, the walk through a payload's paths, and the check of
-a gate call that published one notification."""
+pull request actions, the walk through a payload's paths, the check of a
+gate call that published one notification, and a daemon wired with its
+clients as ``makeService`` wires it."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
+from twisted.internet import reactor
+from twisted.internet.endpoints import TCP4ServerEndpoint
+
+from notifications.clients import Clients, ClientsService, make_clients
+from notifications.delivery import make_delivery
+from notifications.gates import make_gates
+from notifications.web import WebApp
+from tests.conftest import Daemon, stop_daemon
 from tests.helpers import assert_published, assert_report
 from tests.payloads import (
     GITHUB,
@@ -276,3 +286,41 @@ async def assert_call_published(
     message, raw = await consumer.get()
     assert_published(message, raw, expected, routing_key, message_id=message_id)
     return raw
+
+
+@dataclass
+class Center:
+    """A daemon with its clients, as ``makeService`` builds it."""
+
+    daemon: Daemon
+    clients: Clients
+    service: ClientsService
+    app: WebApp
+
+    async def post(self, path: str, body: bytes | dict, headers: dict | None = None):
+        return await self.daemon.post(path, body, headers)
+
+
+async def start_center(config, center_class=Center, service_status=None) -> Any:
+    """Start the daemon of ``config`` as ``makeService`` wires it: its delivery
+    connected to RabbitMQ, its clients given to the gates, ``service_status``
+    the status ``/config`` shows (the gates' defaults without it). Returns a
+    ``center_class``, :class:`Center` or a test's own with its shortcuts."""
+    delivery = make_delivery(config, reactor)
+    delivery.startService()
+    await delivery.publisher.when_connected().addTimeout(10, reactor)
+    clients = make_clients(config, reactor)
+    service = ClientsService(clients)
+    service.startService()
+    gates = make_gates(config, **clients.gate_collaborators())
+    app = WebApp(config, delivery.dispatcher, gates, reactor, service_status=service_status)
+    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(app.site("all"))
+    daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
+    return center_class(daemon, clients, service, app)
+
+
+async def stop_center(center: Center) -> None:
+    """Stop the daemon of ``center``, then its clients if still running."""
+    await stop_daemon(center.daemon)
+    if center.service.running:
+        await center.service.stopService()

@@ -11,25 +11,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 
-from notifications.clients import Clients, ClientsService, make_clients
 from notifications.config import load_config
 from notifications.credentials import load_services
-from notifications.delivery import make_delivery
 from notifications.errors import ConfigError
-from notifications.gates import make_gates
-from notifications.web import make_site
-from tests.conftest import Daemon, make_config, stop_daemon, write_json
+from tests import gate_cases
+from tests.conftest import make_config, write_json
 from tests.fakes import FakeConduit
-from tests.gate_cases import assert_call_published
+from tests.gate_cases import assert_call_published, start_center, stop_center
 from tests.helpers import closed_port, first_line, notification
 from tests.payloads import phabricator_form_body, phabricator_story
 
@@ -121,14 +117,8 @@ async def conduit():
     await fake.stop()
 
 
-@dataclass
-class Center:
-    daemon: Daemon
-    clients: Clients
-    service: ClientsService
-
-    async def post(self, path: str, body: bytes | dict, headers: dict | None = None):
-        return await self.daemon.post(path, body, headers)
+class Center(gate_cases.Center):
+    """The shared center, with a signed Herald call."""
 
     async def herald(self, payload: Any = None, key: str | None = HERALD_KEY, door: str = "Acme"):
         body = encode(herald_payload() if payload is None else payload)
@@ -154,26 +144,13 @@ async def center_factory(tmp_path, broker, conduit):
             # gate_toml lands in the [gate] section make_config starts.
             toml = gate_toml + f"\n[http]\ntimeout = {timeout}\n"
             config = make_config(directory, broker, toml=toml, **kwargs)
-        delivery = make_delivery(config, reactor)
-        delivery.startService()
-        await delivery.publisher.when_connected().addTimeout(10, reactor)
-        clients = make_clients(config, reactor)
-        service = ClientsService(clients)
-        service.startService()
-        site = make_site(
-            config, delivery.dispatcher, make_gates(config, **clients.gate_collaborators()), reactor
-        )
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-        daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
-        center = Center(daemon, clients, service)
+        center = await start_center(config, Center)
         started.append(center)
         return center
 
     yield factory
     for center in started:
-        await stop_daemon(center.daemon)
-        if center.service.running:
-            await center.service.stopService()
+        await stop_center(center)
 
 
 def routing_key(answer: bytes) -> str:
