@@ -16,7 +16,7 @@ from notifications.clients import Clients, ClientsService, make_clients
 from notifications.delivery import make_delivery
 from notifications.gates import make_gates
 from notifications.web import WebApp
-from tests.conftest import Daemon, stop_daemon
+from tests.conftest import Daemon, make_config, stop_daemon
 from tests.helpers import assert_published, assert_report
 from tests.payloads import (
     GITHUB,
@@ -324,3 +324,32 @@ async def stop_center(center: Center) -> None:
     await stop_daemon(center.daemon)
     if center.service.running:
         await center.service.stopService()
+
+
+class Centers:
+    """The centers a test starts, each on a configuration of its own written
+    under ``tmp_path`` unless it is given one (a restart), and all stopped
+    when the test ends: the body of a ``center_factory`` fixture.
+
+    ``start`` starts a center on a configuration, as the test module wires it.
+    """
+
+    def __init__(self, tmp_path, broker, start) -> None:
+        self.tmp_path = tmp_path
+        self.broker = broker
+        self.start_on = start
+        self.started: list[Center] = []
+
+    async def start(self, config=None, **config_values: Any) -> Any:
+        """A started center; ``config_values`` are :func:`make_config`'s."""
+        if config is None:
+            directory = self.tmp_path / f"config{len(self.started)}"
+            directory.mkdir()
+            config = make_config(directory, self.broker, **config_values)
+        center = await self.start_on(config)
+        self.started.append(center)
+        return center
+
+    async def stop_all(self) -> None:
+        for center in self.started:
+            await stop_center(center)

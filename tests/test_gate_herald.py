@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from notifications.errors import ConfigError
 from tests import gate_cases
 from tests.conftest import make_config, write_json
 from tests.fakes import FakeConduit
-from tests.gate_cases import assert_call_published, start_center, stop_center
+from tests.gate_cases import Centers, assert_call_published, start_center
 from tests.helpers import closed_port, first_line, notification
 from tests.payloads import phabricator_form_body, phabricator_story
 
@@ -128,7 +129,7 @@ class Center(gate_cases.Center):
 @pytest_twisted.async_yield_fixture
 async def center_factory(tmp_path, broker, conduit):
     """``await center_factory(...)``: a daemon with its clients, talking to the fake Conduit."""
-    started: list[Center] = []
+    centers = Centers(tmp_path, broker, partial(start_center, center_class=Center))
 
     async def factory(
         timeout: float = 3.0,
@@ -136,21 +137,14 @@ async def center_factory(tmp_path, broker, conduit):
         config=None,
         **kwargs: Any,
     ) -> Center:
-        if config is None:
-            directory = tmp_path / f"config{len(started)}"
-            directory.mkdir()
-            kwargs.setdefault("services", services(conduit.url))
-            kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER, "NoKey": ANALYZER}})
-            # gate_toml lands in the [gate] section make_config starts.
-            toml = gate_toml + f"\n[http]\ntimeout = {timeout}\n"
-            config = make_config(directory, broker, toml=toml, **kwargs)
-        center = await start_center(config, Center)
-        started.append(center)
-        return center
+        kwargs.setdefault("services", services(conduit.url))
+        kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER, "NoKey": ANALYZER}})
+        # gate_toml lands in the [gate] section make_config starts.
+        toml = gate_toml + f"\n[http]\ntimeout = {timeout}\n"
+        return await centers.start(config, toml=toml, **kwargs)
 
     yield factory
-    for center in started:
-        await stop_center(center)
+    await centers.stop_all()
 
 
 def routing_key(answer: bytes) -> str:

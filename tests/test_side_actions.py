@@ -29,9 +29,9 @@ from notifications.clients.projects import (
 )
 from notifications.credentials import Service
 from tests import gate_cases
-from tests.conftest import make_config, wait_for
+from tests.conftest import wait_for
 from tests.fakes import FakeConduit, FakeDockerHub, FakeMailgun
-from tests.gate_cases import stop_center
+from tests.gate_cases import Centers, stop_center
 from tests.helpers import closed_port, first_line, signed_github_request
 from tests.payloads import (
     dockerhub_build_failure,
@@ -131,30 +131,23 @@ def services(conduit_url: str) -> list[dict]:
 async def center_factory(tmp_path, broker, fakes):
     """``await center_factory(timeout=…)`` starts a daemon talking to the fakes;
     ``config=`` starts another one on the same configuration (a restart)."""
-    started: list[Center] = []
+    centers = Centers(tmp_path, broker, start_center)
 
     async def factory(
         timeout: float = 3.0, config=None, dockerhub_url: str | None = None, **kwargs: Any
     ) -> Center:
-        if config is None:
-            directory = tmp_path / f"config{len(started)}"
-            directory.mkdir()
-            toml = (
-                f"\n[http]\ntimeout = {timeout}\n"
-                f'\n[dockerhub]\nbase_url = "{dockerhub_url or fakes.dockerhub.url}"\n'
-                f'\n[mailgun]\nkey = "{MAILGUN_KEY}"\nhosts = ["127.0.0.1", "*.mailgun.test"]\n'
-            )
-            kwargs.setdefault("services", services(fakes.conduit.url))
-            kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER}})
-            kwargs.setdefault("tokens", {"Acme/widgets": TRIGGER_TOKEN})
-            config = make_config(directory, broker, toml=toml, **kwargs)
-        center = await start_center(config)
-        started.append(center)
-        return center
+        toml = (
+            f"\n[http]\ntimeout = {timeout}\n"
+            f'\n[dockerhub]\nbase_url = "{dockerhub_url or fakes.dockerhub.url}"\n'
+            f'\n[mailgun]\nkey = "{MAILGUN_KEY}"\nhosts = ["127.0.0.1", "*.mailgun.test"]\n'
+        )
+        kwargs.setdefault("services", services(fakes.conduit.url))
+        kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER}})
+        kwargs.setdefault("tokens", {"Acme/widgets": TRIGGER_TOKEN})
+        return await centers.start(config, toml=toml, **kwargs)
 
     yield factory
-    for center in started:
-        await stop_center(center)
+    await centers.stop_all()
 
 
 def amqp(key: str) -> dict:
