@@ -259,6 +259,12 @@ def changed(payload, path, value):
     return payload
 
 
+def github_case(name: str) -> GitHubCase:
+    """The case of :data:`GITHUB_CASES` called ``name``."""
+    [case] = [case for case in GITHUB_CASES if case.name == name]
+    return case
+
+
 async def assert_call_published(
     response: Any,
     answer: bytes,

@@ -19,7 +19,9 @@ from tests.gate_cases import (
     PR,
     PR_URL,
     REPO,
+    GitHubCase,
     assert_call_published,
+    github_case,
 )
 from tests.helpers import (
     assert_report,
@@ -59,14 +61,11 @@ LONG_TITLE = "Spin " * 20  # 100 characters on the first line
 
 
 def row(id_, event, payload, text, link, group="tools", type_=None):
-    return pytest.param(event, payload, type_ or event, text, link, group, id=id_)
+    return pytest.param(GitHubCase(id_, event, payload, text, link, group, type_), id=id_)
 
 
 EVENTS = [
-    *(
-        row(case.name, case.event, case.payload, case.text, case.link, case.group, case.type_)
-        for case in GITHUB_CASES
-    ),
+    *(pytest.param(case, id=case.name) for case in GITHUB_CASES),
     # push
     row(
         "push-1-long-title",
@@ -278,27 +277,36 @@ async def post(daemon, event, payload, secret=SECRET, door="Acme", **kwargs):
     return await daemon.post(f"/gate/GitHub/{door}", body, headers=headers)
 
 
-@pytest.mark.parametrize(("event", "payload", "type_", "text", "link", "group"), EVENTS)
-@pytest_twisted.ensureDeferred
-async def test_event_text_link_and_group(
-    daemon_factory, consumer, broker, event, payload, type_, text, link, group
-):
-    daemon = await github_daemon(daemon_factory)
+async def assert_event_published(daemon, consumer, broker, case, door="Acme", **signing):
+    """Post the payload of ``case`` as its GitHub event to ``door``, signed as
+    ``signing`` asks (:func:`post`), and check the one notification it
+    publishes: the door is its project, the call's delivery GUID its message
+    id."""
     delivery = str(uuid.uuid4())
-    response, answer = await post(daemon, event, payload, delivery=delivery)
-    key = f"acme.{group}.github.{type_}"
+    response, answer = await post(
+        daemon, case.event, case.payload, door=door, delivery=delivery, **signing
+    )
+    type_ = case.type_ or case.event
+    key = f"{door.lower()}.{case.group}.github.{type_}"
     expected = notification(
         service="GitHub",
-        project="Acme",
-        group=group,
-        rawContent=payload,
+        project=door,
+        group=case.group,
+        rawContent=case.payload,
         type=type_,
-        text=text,
-        link=link,
+        text=case.text,
+        link=case.link,
     )
     await assert_call_published(
         response, answer, consumer, broker.exchange, key, expected, message_id=delivery
     )
+
+
+@pytest.mark.parametrize("case", EVENTS)
+@pytest_twisted.ensureDeferred
+async def test_event_text_link_and_group(daemon_factory, consumer, broker, case):
+    daemon = await github_daemon(daemon_factory)
+    await assert_event_published(daemon, consumer, broker, case)
 
 
 @pytest_twisted.ensureDeferred
@@ -455,24 +463,15 @@ async def test_allow_unsigned_accepts_unknown_and_secretless_doors(
 ):
     daemon = await github_daemon(daemon_factory, toml=ALLOW_UNSIGNED)
     assert daemon.config.allow_unsigned == frozenset({"GitHub"})
-    delivery = str(uuid.uuid4())
-    payload = github_push(3)
-    response, answer = await post(
-        daemon, "push", payload, secret=None, door=door, delivery=delivery
-    )
-    key = f"{door.lower()}.{door.lower()}.github.push"
-    expected = notification(
-        service="GitHub",
-        project=door,
+    case = GitHubCase(
+        "push-n",
+        "push",
+        github_push(3),
+        "alice pushed 3 commits to widgets",
+        COMPARE,
         group=door.lower(),
-        rawContent=payload,
-        type="push",
-        text="alice pushed 3 commits to widgets",
-        link=COMPARE,
     )
-    await assert_call_published(
-        response, answer, consumer, broker.exchange, key, expected, message_id=delivery
-    )
+    await assert_event_published(daemon, consumer, broker, case, door=door, secret=None)
 
 
 # Validity, checked after the signature ---------------------------------------
@@ -517,31 +516,12 @@ async def test_invalid_call_is_400(daemon_factory, consumer):
 @pytest_twisted.ensureDeferred
 async def test_form_encoded_payload(daemon_factory, consumer, broker, algorithm):
     daemon = await github_daemon(daemon_factory)
-    payload = github_push(1, committer="alice", author="bob")
-    delivery = str(uuid.uuid4())
-    body, headers = signed_github_request(
-        "push", payload, SECRET, delivery=delivery, algorithm=algorithm, form=True
+    case = github_case("push-1-authored-by")
+    body, _ = signed_github_request(
+        case.event, case.payload, SECRET, algorithm=algorithm, form=True
     )
     assert body.startswith(b"payload=")
-    response, answer = await daemon.post(GATE, body, headers=headers)
-    expected = notification(
-        service="GitHub",
-        project="Acme",
-        group="tools",
-        rawContent=payload,
-        type="push",
-        text="alice committed Add the widget factory (authored by bob)",
-        link=f"{REPO}/commit/{SHA}",
-    )
-    await assert_call_published(
-        response,
-        answer,
-        consumer,
-        broker.exchange,
-        "acme.tools.github.push",
-        expected,
-        message_id=delivery,
-    )
+    await assert_event_published(daemon, consumer, broker, case, algorithm=algorithm, form=True)
 
 
 @pytest_twisted.ensureDeferred
