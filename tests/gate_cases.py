@@ -17,7 +17,7 @@ from notifications.delivery import make_delivery
 from notifications.gates import make_gates
 from notifications.web import WebApp
 from tests.conftest import Daemon, make_config, stop_daemon
-from tests.helpers import assert_published, assert_report
+from tests.helpers import assert_published, assert_report, notification
 from tests.payloads import (
     GITHUB,
     SHA,
@@ -292,6 +292,33 @@ async def assert_call_published(
     message, raw = await consumer.get()
     assert_published(message, raw, expected, routing_key, message_id=message_id)
     return raw
+
+
+async def assert_phabricator_published(
+    response: Any,
+    answer: bytes,
+    consumer: Any,
+    exchange: str,
+    raw_content: Any,
+    type_: str,
+    group: str,
+    text: str,
+    link: str = "",
+) -> None:
+    """Check a Phabricator call to the door Acme (a feed story or a Herald
+    webhook) that published one notification: ``raw_content`` is what was
+    posted, ``type_`` the object's type (lowercased in the routing key)."""
+    key = f"acme.{group}.phabricator.{type_.lower()}"
+    expected = notification(
+        service="Phabricator",
+        project="Acme",
+        group=group,
+        rawContent=raw_content,
+        type=type_,
+        text=text,
+        link=link,
+    )
+    await assert_call_published(response, answer, consumer, exchange, key, expected)
 
 
 @dataclass

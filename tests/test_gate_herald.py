@@ -26,8 +26,8 @@ from notifications.errors import ConfigError
 from tests import gate_cases
 from tests.conftest import make_config, write_json
 from tests.fakes import FakeConduit
-from tests.gate_cases import Centers, assert_call_published, start_center
-from tests.helpers import closed_port, first_line, notification
+from tests.gate_cases import Centers, assert_phabricator_published, start_center
+from tests.helpers import closed_port, first_line
 from tests.payloads import phabricator_form_body, phabricator_story
 
 HERALD_KEY = "herald-hmac-key-acme-0000000000"
@@ -187,17 +187,9 @@ async def test_signed_herald_webhook_is_published(
     center = await center_factory()
     payload = herald_payload(phid, type_)
     response, answer = await center.herald(payload)
-    key = f"acme.{group}.phabricator.{type_.lower()}"
-    expected = notification(
-        service="Phabricator",
-        project="Acme",
-        group=group,
-        rawContent=payload,
-        type=type_,
-        text=text,
-        link=link,
+    await assert_phabricator_published(
+        response, answer, consumer, broker.exchange, payload, type_, group, text, link
     )
-    await assert_call_published(response, answer, consumer, broker.exchange, key, expected)
     calls = conduit.calls()
     assert ("phid.query", {"phids[0]": phid}) in calls
     for lookup in lookups:
@@ -515,25 +507,16 @@ async def test_feed_stories_still_work_on_a_door_with_hmac_key(
 ):
     center = await center_factory()
     text = "alice created T42: Widgets spin backwards."
+    story = phabricator_story(TASK, text)
     if encoding == "form":
         response, answer = await center.post(
             "/gate/Phabricator/Acme", phabricator_form_body(TASK, text), FORM
         )
     else:
-        response, answer = await center.post(
-            "/gate/Phabricator/Acme", phabricator_story(TASK, text)
-        )
-    key = "acme.ops.phabricator.task"
-    expected = notification(
-        service="Phabricator",
-        project="Acme",
-        group="ops",
-        rawContent=phabricator_story(TASK, text),
-        type="TASK",
-        text=text,
-        link="",
+        response, answer = await center.post("/gate/Phabricator/Acme", story)
+    await assert_phabricator_published(
+        response, answer, consumer, broker.exchange, story, "TASK", "ops", text
     )
-    await assert_call_published(response, answer, consumer, broker.exchange, key, expected)
     # A story asks for projects, never for phid.query.
     assert "phid.query" not in [method for method, _ in conduit.calls()]
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from tests.gate_cases import assert_call_published
-from tests.helpers import first_line, notification
+from tests.gate_cases import assert_phabricator_published
+from tests.helpers import first_line
 from tests.payloads import phabricator_form_body, phabricator_story
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -63,17 +63,9 @@ async def test_story(daemon_factory, consumer, broker, encoding, object_phid, te
         )
     else:
         response, answer = await daemon.post("/gate/Phabricator/Acme", story)
-    key = f"acme.{group}.phabricator.{type_.lower()}"
-    expected = notification(
-        service="Phabricator",
-        project="Acme",
-        group=group,
-        rawContent=story,
-        type=type_,
-        text=text,
-        link="",
+    await assert_phabricator_published(
+        response, answer, consumer, broker.exchange, story, type_, group, text
     )
-    await assert_call_published(response, answer, consumer, broker.exchange, key, expected)
 
 
 @pytest_twisted.ensureDeferred
