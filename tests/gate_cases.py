@@ -1,8 +1,8 @@
 """Cases and checks shared by the gate tests: the GitHub events that both the
 renderer's tests and the end-to-end gate tests assert, GitHub's documented
 pull request actions, the walk through a payload's paths, the check of a
-gate call that published one notification, and a daemon wired with its
-clients as ``makeService`` wires it."""
+gate call that published one notification (and of a Phabricator one), and
+the daemons started with their clients as ``makeService`` wires them."""
 
 from __future__ import annotations
 
@@ -364,7 +364,8 @@ class Centers:
     under ``tmp_path`` unless it is given one (a restart), and all stopped
     when the test ends: the body of a ``center_factory`` fixture.
 
-    ``start`` starts a center on a configuration, as the test module wires it.
+    ``start``, given here, starts a center on a configuration as the test
+    module wires it.
     """
 
     def __init__(self, tmp_path, broker, start) -> None:
