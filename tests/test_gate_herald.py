@@ -11,25 +11,23 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 
-from notifications.clients import Clients, ClientsService, make_clients
 from notifications.config import load_config
 from notifications.credentials import load_services
-from notifications.delivery import make_delivery
 from notifications.errors import ConfigError
-from notifications.gates import make_gates
-from notifications.web import make_site
-from tests.conftest import Daemon, make_config, stop_daemon, write_json
+from tests import gate_cases
+from tests.conftest import make_config, write_json
 from tests.fakes import FakeConduit
-from tests.helpers import assert_published, assert_report, closed_port, first_line, notification
+from tests.gate_cases import Centers, assert_phabricator_published, start_center
+from tests.helpers import closed_port, first_line
 from tests.payloads import phabricator_form_body, phabricator_story
 
 HERALD_KEY = "herald-hmac-key-acme-0000000000"
@@ -120,14 +118,8 @@ async def conduit():
     await fake.stop()
 
 
-@dataclass
-class Center:
-    daemon: Daemon
-    clients: Clients
-    service: ClientsService
-
-    async def post(self, path: str, body: bytes | dict, headers: dict | None = None):
-        return await self.daemon.post(path, body, headers)
+class Center(gate_cases.Center):
+    """The shared center, with a signed Herald call."""
 
     async def herald(self, payload: Any = None, key: str | None = HERALD_KEY, door: str = "Acme"):
         body = encode(herald_payload() if payload is None else payload)
@@ -137,7 +129,7 @@ class Center:
 @pytest_twisted.async_yield_fixture
 async def center_factory(tmp_path, broker, conduit):
     """``await center_factory(...)``: a daemon with its clients, talking to the fake Conduit."""
-    started: list[Center] = []
+    centers = Centers(tmp_path, broker, partial(start_center, center_class=Center))
 
     async def factory(
         timeout: float = 3.0,
@@ -145,34 +137,14 @@ async def center_factory(tmp_path, broker, conduit):
         config=None,
         **kwargs: Any,
     ) -> Center:
-        if config is None:
-            directory = tmp_path / f"config{len(started)}"
-            directory.mkdir()
-            kwargs.setdefault("services", services(conduit.url))
-            kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER, "NoKey": ANALYZER}})
-            # gate_toml lands in the [gate] section make_config starts.
-            toml = gate_toml + f"\n[http]\ntimeout = {timeout}\n"
-            config = make_config(directory, broker, toml=toml, **kwargs)
-        delivery = make_delivery(config, reactor)
-        delivery.startService()
-        await delivery.publisher.when_connected().addTimeout(10, reactor)
-        clients = make_clients(config, reactor)
-        service = ClientsService(clients)
-        service.startService()
-        site = make_site(
-            config, delivery.dispatcher, make_gates(config, **clients.gate_collaborators()), reactor
-        )
-        port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(site)
-        daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
-        center = Center(daemon, clients, service)
-        started.append(center)
-        return center
+        kwargs.setdefault("services", services(conduit.url))
+        kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER, "NoKey": ANALYZER}})
+        # gate_toml lands in the [gate] section make_config starts.
+        toml = gate_toml + f"\n[http]\ntimeout = {timeout}\n"
+        return await centers.start(config, toml=toml, **kwargs)
 
     yield factory
-    for center in started:
-        await stop_daemon(center.daemon)
-        if center.service.running:
-            await center.service.stopService()
+    await centers.stop_all()
 
 
 def routing_key(answer: bytes) -> str:
@@ -215,20 +187,9 @@ async def test_signed_herald_webhook_is_published(
     center = await center_factory()
     payload = herald_payload(phid, type_)
     response, answer = await center.herald(payload)
-    assert response.code == 200, answer
-    key = f"acme.{group}.phabricator.{type_.lower()}"
-    assert_report(answer, "Phabricator", "Acme", broker.exchange, [key])
-    message, raw = await consumer.get()
-    expected = notification(
-        service="Phabricator",
-        project="Acme",
-        group=group,
-        rawContent=payload,
-        type=type_,
-        text=text,
-        link=link,
+    await assert_phabricator_published(
+        response, answer, consumer, broker.exchange, payload, type_, group, text, link
     )
-    assert_published(message, raw, expected, key)
     calls = conduit.calls()
     assert ("phid.query", {"phids[0]": phid}) in calls
     for lookup in lookups:
@@ -546,28 +507,16 @@ async def test_feed_stories_still_work_on_a_door_with_hmac_key(
 ):
     center = await center_factory()
     text = "alice created T42: Widgets spin backwards."
+    story = phabricator_story(TASK, text)
     if encoding == "form":
         response, answer = await center.post(
             "/gate/Phabricator/Acme", phabricator_form_body(TASK, text), FORM
         )
     else:
-        response, answer = await center.post(
-            "/gate/Phabricator/Acme", phabricator_story(TASK, text)
-        )
-    assert response.code == 200, answer
-    key = "acme.ops.phabricator.task"
-    assert_report(answer, "Phabricator", "Acme", broker.exchange, [key])
-    message, raw = await consumer.get()
-    expected = notification(
-        service="Phabricator",
-        project="Acme",
-        group="ops",
-        rawContent=phabricator_story(TASK, text),
-        type="TASK",
-        text=text,
-        link="",
+        response, answer = await center.post("/gate/Phabricator/Acme", story)
+    await assert_phabricator_published(
+        response, answer, consumer, broker.exchange, story, "TASK", "ops", text
     )
-    assert_published(message, raw, expected, key)
     # A story asks for projects, never for phid.query.
     assert "phid.query" not in [method for method, _ in conduit.calls()]
 

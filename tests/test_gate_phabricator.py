@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 import pytest_twisted
 
-from tests.helpers import assert_published, assert_report, first_line, notification
+from tests.gate_cases import assert_phabricator_published
+from tests.helpers import first_line
 from tests.payloads import phabricator_form_body, phabricator_story
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -62,20 +63,9 @@ async def test_story(daemon_factory, consumer, broker, encoding, object_phid, te
         )
     else:
         response, answer = await daemon.post("/gate/Phabricator/Acme", story)
-    assert response.code == 200, answer
-    key = f"acme.{group}.phabricator.{type_.lower()}"
-    assert_report(answer, "Phabricator", "Acme", broker.exchange, [key])
-    message, raw = await consumer.get()
-    expected = notification(
-        service="Phabricator",
-        project="Acme",
-        group=group,
-        rawContent=story,
-        type=type_,
-        text=text,
-        link="",
+    await assert_phabricator_published(
+        response, answer, consumer, broker.exchange, story, type_, group, text
     )
-    assert_published(message, raw, expected, key)
 
 
 @pytest_twisted.ensureDeferred

@@ -18,6 +18,7 @@ from twisted.logger import LogLevel, capturedLogs
 
 from notifications.analyzers import AnalyzerConfig, parse_analyzer
 from notifications.renderers import github
+from tests.gate_cases import GITHUB_PULL_REQUEST_ACTIONS, changed, payload_paths
 from tests.payloads import (
     GITHUB,
     OTHER_SHA,
@@ -191,31 +192,7 @@ DOCUMENTED: dict[str, frozenset[str | None]] = {
     ),
     "projects_v2_status_update": frozenset({"created", "deleted", "edited"}),
     "public": NO_ACTION,
-    "pull_request": frozenset(
-        {
-            "assigned",
-            "auto_merge_disabled",
-            "auto_merge_enabled",
-            "closed",
-            "converted_to_draft",
-            "demilestoned",
-            "dequeued",
-            "edited",
-            "enqueued",
-            "labeled",
-            "locked",
-            "milestoned",
-            "opened",
-            "ready_for_review",
-            "reopened",
-            "review_request_removed",
-            "review_requested",
-            "synchronize",
-            "unassigned",
-            "unlabeled",
-            "unlocked",
-        }
-    ),
+    "pull_request": GITHUB_PULL_REQUEST_ACTIONS,
     "pull_request_review": frozenset({"dismissed", "edited", "submitted"}),
     "pull_request_review_comment": frozenset({"created", "deleted", "edited"}),
     "pull_request_review_thread": frozenset({"resolved", "unresolved"}),
@@ -314,18 +291,6 @@ def without(payload, *keys):
     for key in keys:
         del payload[key]
     return payload
-
-
-def changed(payload, path, value):
-    """``payload`` with the value at ``path`` (keys and indexes) replaced."""
-    target = payload
-    for step in path[:-1]:
-        target = target[step]
-    target[path[-1]] = value
-    return payload
-
-
-# Builders of the rows' payloads ---------------------------------------------
 
 
 def pull_request(action, **extra):
@@ -2583,18 +2548,6 @@ def test_renderer_error_is_the_fallback(fallbacks, monkeypatch):
 ODD_VALUES = [None, [], {}, 7, 1.5, True, "", "x" * 10_000, [1, "a"], {"a": None}]
 
 
-def paths(value, prefix=()):
-    """Every path to a value inside a payload."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield (*prefix, key)
-            yield from paths(item, (*prefix, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield (*prefix, index)
-            yield from paths(item, (*prefix, index))
-
-
 def assert_sane(result):
     type_, text, link = result
     assert isinstance(type_, str) and isinstance(text, str) and isinstance(link, str)
@@ -2606,7 +2559,7 @@ def assert_sane(result):
 
 @pytest.mark.parametrize(("event", "payload"), first_payloads())
 def test_every_odd_value_anywhere_gives_a_sane_text(event, payload):
-    for path in paths(payload):
+    for path in payload_paths(payload):
         for value in ODD_VALUES:
             assert_sane(github.render(event, changed(copy.deepcopy(payload), path, value)))
         missing = copy.deepcopy(payload)
@@ -2632,7 +2585,7 @@ KEYS = st.sampled_from(sorted({key for payload in PAYLOADS for key in payload}))
 def mutated_payloads(draw):
     """A row's payload with one value, anywhere in it, replaced by any JSON."""
     payload = copy.deepcopy(draw(st.sampled_from(PAYLOADS)))
-    every_path = list(paths(payload))
+    every_path = list(payload_paths(payload))
     if every_path:
         changed(payload, draw(st.sampled_from(every_path)), draw(JSON))
     return payload

@@ -18,9 +18,7 @@ import pytest
 import pytest_twisted
 import treq
 from twisted.internet import defer, reactor
-from twisted.internet.endpoints import TCP4ServerEndpoint
 
-from notifications.clients import Clients, ClientsService, make_clients
 from notifications.clients.conduit import Conduits
 from notifications.clients.http import HTTP
 from notifications.clients.projects import (
@@ -30,11 +28,10 @@ from notifications.clients.projects import (
     write_cache,
 )
 from notifications.credentials import Service
-from notifications.delivery import make_delivery
-from notifications.gates import make_gates
-from notifications.web import WebApp
-from tests.conftest import Daemon, make_config, stop_daemon, wait_for
+from tests import gate_cases
+from tests.conftest import wait_for
 from tests.fakes import FakeConduit, FakeDockerHub, FakeMailgun
+from tests.gate_cases import Centers, stop_center
 from tests.helpers import closed_port, first_line, signed_github_request
 from tests.payloads import (
     dockerhub_build_failure,
@@ -91,17 +88,8 @@ async def fakes():
         await fake.stop()
 
 
-@dataclass
-class Center:
-    """A daemon with its clients, as ``makeService`` builds it."""
-
-    daemon: Daemon
-    clients: Clients
-    service: ClientsService
-    app: WebApp
-
-    async def post(self, path, body, headers=None):
-        return await self.daemon.post(path, body, headers)
+class Center(gate_cases.Center):
+    """The shared center, with the calls these tests make."""
 
     async def push(self, door: str = "Acme", payload: dict | None = None):
         body, headers = signed_github_request("push", payload or github_push(), GITHUB_SECRET)
@@ -125,18 +113,8 @@ class Center:
 
 
 async def start_center(config) -> Center:
-    delivery = make_delivery(config, reactor)
-    delivery.startService()
-    await delivery.publisher.when_connected().addTimeout(10, reactor)
-    clients = make_clients(config, reactor)
-    service = ClientsService(clients)
-    service.startService()
-    gates = make_gates(config, **clients.gate_collaborators())
     status = partial(projects_map_status, config)
-    app = WebApp(config, delivery.dispatcher, gates, reactor, service_status=status)
-    port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(app.site("all"))
-    daemon = Daemon(f"http://127.0.0.1:{port.getHost().port}", config, delivery, port)
-    return Center(daemon, clients, service, app)
+    return await gate_cases.start_center(config, Center, service_status=status)
 
 
 def services(conduit_url: str) -> list[dict]:
@@ -153,36 +131,23 @@ def services(conduit_url: str) -> list[dict]:
 async def center_factory(tmp_path, broker, fakes):
     """``await center_factory(timeout=…)`` starts a daemon talking to the fakes;
     ``config=`` starts another one on the same configuration (a restart)."""
-    started: list[Center] = []
+    centers = Centers(tmp_path, broker, start_center)
 
     async def factory(
         timeout: float = 3.0, config=None, dockerhub_url: str | None = None, **kwargs: Any
     ) -> Center:
-        if config is None:
-            directory = tmp_path / f"config{len(started)}"
-            directory.mkdir()
-            toml = (
-                f"\n[http]\ntimeout = {timeout}\n"
-                f'\n[dockerhub]\nbase_url = "{dockerhub_url or fakes.dockerhub.url}"\n'
-                f'\n[mailgun]\nkey = "{MAILGUN_KEY}"\nhosts = ["127.0.0.1", "*.mailgun.test"]\n'
-            )
-            kwargs.setdefault("services", services(fakes.conduit.url))
-            kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER}})
-            kwargs.setdefault("tokens", {"Acme/widgets": TRIGGER_TOKEN})
-            config = make_config(directory, broker, toml=toml, **kwargs)
-        center = await start_center(config)
-        started.append(center)
-        return center
+        toml = (
+            f"\n[http]\ntimeout = {timeout}\n"
+            f'\n[dockerhub]\nbase_url = "{dockerhub_url or fakes.dockerhub.url}"\n'
+            f'\n[mailgun]\nkey = "{MAILGUN_KEY}"\nhosts = ["127.0.0.1", "*.mailgun.test"]\n'
+        )
+        kwargs.setdefault("services", services(fakes.conduit.url))
+        kwargs.setdefault("analyzers", {"Phabricator": {"Acme": ANALYZER}})
+        kwargs.setdefault("tokens", {"Acme/widgets": TRIGGER_TOKEN})
+        return await centers.start(config, toml=toml, **kwargs)
 
     yield factory
-    for center in started:
-        await stop_center(center)
-
-
-async def stop_center(center: Center) -> None:
-    await stop_daemon(center.daemon)
-    if center.service.running:
-        await center.service.stopService()
+    await centers.stop_all()
 
 
 def amqp(key: str) -> dict:
