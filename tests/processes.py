@@ -267,24 +267,34 @@ class DaemonizedTwistd:
 
     ``start`` runs twistd, which returns once the daemon is running (or has
     failed to start: then its output says why); the daemon's pid comes from
-    its pidfile, its log from ``<directory>/twistd.log``.
+    its pidfile, its log from ``<directory>/twistd.log`` — or, with
+    ``syslog=True``, from nowhere: ``twistd --syslog`` logs to the system's
+    syslog, which the tests do not read.
     """
 
-    def __init__(self, directory: Path, *arguments: str, port: int | None = None):
+    def __init__(
+        self, directory: Path, *arguments: str, port: int | None = None, syslog: bool = False
+    ):
         self.directory = directory
         self.config_path = directory / "notifications.toml"
         self.pidfile = directory / "twistd.pid"
         self.log_path = directory / "twistd.log"
         self.port = port if port is not None else free_port()
         self.arguments = arguments
+        self.syslog = syslog
         self.pid: int | None = None
 
     def command(self) -> list[str]:
         twistd = str(Path(sys.executable).parent / "twistd")
+        logging = (
+            ["--syslog", "--prefix=notifications-test"]
+            if self.syslog
+            else [f"--logfile={self.log_path}"]
+        )
         return [
             twistd,
             f"--pidfile={self.pidfile}",
-            f"--logfile={self.log_path}",
+            *logging,
             "notifications",
             "--port",
             loopback_endpoint(self.port),

@@ -137,6 +137,38 @@ async def test_daemonized_twistd_serves_reloads_rotates_and_stops(
     assert "Server Shut Down." in daemon.output()
 
 
+def broker_connected(port: int) -> bool:
+    """Whether ``/health`` says the process answering on ``port`` is connected to the broker."""
+    code, body = request(port, "GET", "/health")
+    return code == 200 and json.loads(body)["broker"]["connected"]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest_twisted.ensureDeferred
+async def test_daemonized_twistd_logging_to_syslog_serves_and_stops(
+    tmp_path, broker, consumer, workers
+):
+    make_config(tmp_path, broker, services=[{"gate": "GitHub", "door": "Acme", "secret": SECRET}])
+    arguments = ("--workers", str(workers)) if workers > 1 else ()
+    daemon = DaemonizedTwistd(tmp_path, *arguments, syslog=True)
+    await threads.deferToThread(daemon.start)
+    try:
+        await threads.deferToThread(daemon.ready)
+        await threads.deferToThread(wait_until, lambda: broker_connected(daemon.port))
+        answers = await threads.deferToThread(post_github, daemon.port, 10)
+        assert [code for code, _ in answers] == [200] * 10, answers[:3]
+        # A worker that has not connected yet answers "queued", and publishes it
+        # once connected: either way every call reaches the exchange.
+        statuses = {json.loads(body)["actions"][0]["status"] for _, body in answers}
+        assert statuses <= {"published", "queued"}
+        assert len(await consumer.drain(wait=2.0)) == 10
+    finally:
+        await threads.deferToThread(daemon.stop)
+    assert not daemon.pidfile.exists()
+    assert not (tmp_path / "var" / PID_NAME).exists()
+    assert not daemon.log_path.exists(), "with --syslog, twistd writes no log file"
+
+
 @pytest_twisted.ensureDeferred
 async def test_a_second_daemon_on_the_same_storage_is_refused(tmp_path, broker):
     make_config(tmp_path, broker)
