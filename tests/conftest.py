@@ -11,7 +11,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-import sys
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -154,13 +153,7 @@ async def forget_exchange(broker: BrokerConfig, *others: str) -> None:
 def pytest_sessionfinish(session, exitstatus):
     """Delete the exchanges the tests' daemons declared on the local broker
     (a test with the :func:`broker` fixture has deleted its own already)."""
-    named = set(_NAMED_EXCHANGES)
-    # The test modules import this file as ``tests.conftest``, pytest as
-    # ``conftest``: two modules, each with its own set.
-    twin = sys.modules.get("tests.conftest")
-    if twin is not None and twin is not sys.modules[__name__]:
-        named |= twin._NAMED_EXCHANGES
-    names = sorted(named)
+    names = sorted(_NAMED_EXCHANGES)
     if names:
         cleaning = forget_exchange(test_broker(names[0]), *names[1:])
         pytest_twisted.blockon(defer.ensureDeferred(cleaning))
