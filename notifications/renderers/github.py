@@ -190,7 +190,8 @@ def _alert(summary: Callable[[Any], str]) -> Callable[[Any], str]:
 
 
 def _nowhere(payload: Any) -> str:
-    """The link of events that have no page to show."""
+    """Nothing: the link of events that have no page to show, the subject of
+    events that are about no one thing."""
     return ""
 
 
@@ -1664,7 +1665,7 @@ RENDERERS: dict[str, Renderer] = {
     "installation_target": by_action(
         _INSTALLATION_TARGET, _needed("account", "login"), _at("account", "html_url")
     ),
-    "github_app_authorization": by_action(_GITHUB_APP_AUTHORIZATION, lambda p: "", _nowhere),
+    "github_app_authorization": by_action(_GITHUB_APP_AUTHORIZATION, _nowhere, _nowhere),
     "meta": by_action(_META, _needed("hook_id"), _nowhere),
     "personal_access_token_request": by_action(
         _PERSONAL_ACCESS_TOKEN_REQUEST, _needed("organization", "login"), _nowhere
