@@ -91,12 +91,15 @@ class ConfigurationReloader(service.Service):
         appliers: Sequence[Callable[[Config], object]],
         reactor,
         reported: Callable[[bool, str | None, int | None], object] | None = None,
+        load: Callable[[Path], Config] = load_config,
     ):
         self.path = path
         self.config = config
         self.appliers = list(appliers)
         self.reactor = reactor
         self.reported = reported
+        #: Reads the configuration as this process runs it (a worker's has its own storage).
+        self.load = load
         self._previous = None
 
     def startService(self) -> None:
@@ -116,7 +119,7 @@ class ConfigurationReloader(service.Service):
         """Read the configuration again (in a thread: it reads several files)."""
         self.log.info("Reloading the configuration from {path}", path=str(self.path))
         d = threads.deferToThreadPool(
-            self.reactor, self.reactor.getThreadPool(), load_config, self.path
+            self.reactor, self.reactor.getThreadPool(), self.load, self.path
         )
         d.addCallbacks(self._apply, self._refused)
         return d
@@ -206,12 +209,14 @@ def build_daemon(
     reactor,
     files: DaemonFiles | None = None,
     deliveries: Path | None = None,
+    load: Callable[[Path], Config] = load_config,
 ) -> Daemon:
     """Every service of one daemon process but the listeners, and its web app.
 
     ``files``: the process answers signals (a single daemon, not a worker):
     it holds the pid file and records reloads. ``deliveries``: the deliveries
-    database shared by the workers.
+    database shared by the workers. ``load``: how a reload reads the
+    configuration, as ``config`` was read.
     """
     top = service.MultiService()
     if files is not None:
@@ -271,6 +276,7 @@ def build_daemon(
         ],
         reactor,
         reported=files.reloaded if files is not None else None,
+        load=load,
     )
     reloader.setServiceParent(top)
     return Daemon(top, app, delivery, clients, reloader, consumer, subscriptions, events)

@@ -302,15 +302,24 @@ def worker_main(argv: list[str] | None = None) -> int:
 
     observer = FileLogObserver(sys.stdout, lambda event: eventAsJSON(event) + "\n")
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+
+    def load_worker_config(path: Path) -> Config:
+        """The configuration as this worker runs it, at start and at each reload:
+        its outbox in a folder of its own under the storage directory."""
+        config = load_config(path)
+        own = config.storage_directory / f"worker-{arguments.index}"
+        return replace(config, storage_directory=own)
+
     try:
-        config = load_config(Path(arguments.config))
+        config = load_worker_config(Path(arguments.config))
     except ConfigError as error:
         sys.stderr.write(f"notifications: configuration error: {error}\n")
         return 2
-    root = config.storage_directory
-    config = replace(config, storage_directory=root / f"worker-{arguments.index}")
+    root = config.storage_directory.parent
     try:
-        daemon = build_daemon(config, reactor, deliveries=root / DELIVERIES_NAME)
+        daemon = build_daemon(
+            config, reactor, deliveries=root / DELIVERIES_NAME, load=load_worker_config
+        )
     except SystemExit as error:
         sys.stderr.write(f"{error}\n")
         return 2

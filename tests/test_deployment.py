@@ -112,6 +112,13 @@ async def test_daemonized_twistd_serves_reloads_rotates_and_stops(
         await threads.deferToThread(wait_until, reloaded)
         record = read_reload(storage)
         assert (record["ok"], record["error"], record["services"]) == (True, None, 1)
+        # Only the credentials changed: nothing waits for a restart (a worker
+        # once compared its own storage folder with the file's and said so).
+        await threads.deferToThread(
+            wait_until, lambda: daemon.output().count("Configuration reloaded") == workers
+        )
+        assert "takes a restart" not in daemon.output()
+        assert daemon.output().count("at the next start: nothing") == workers
         answers = await threads.deferToThread(post_github, daemon.port, 3, "rotated-secret")
         assert [code for code, _ in answers] == [200] * 3
         answers = await threads.deferToThread(post_github, daemon.port, 1)
