@@ -20,6 +20,8 @@ setup(
         "prometheus-client>=0.20",
         # the gates' JSON parsing and the notifications' encoding
         "orjson>=3.13",
+        # the gate calls' short HTTP path (notifications/gatepath.py): llhttp's parser
+        "httptools>=0.6",
     ],
     extras_require={
         "test": [

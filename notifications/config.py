@@ -59,6 +59,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "request_timeout": (int, float),
         "idle_timeout": (int, float),
         "max_in_progress": int,
+        "short_path": bool,
         "public_url": str,
     },
     "features": {name: bool for name in FEATURES},
@@ -232,6 +233,9 @@ class Config:
     request_timeout: float = 30.0
     idle_timeout: float = 60.0
     max_in_progress: int = 512
+    #: Whether gate calls take the short HTTP path (notifications/gatepath.py)
+    #: rather than twisted.web's Request; read when a port starts listening.
+    short_path: bool = True
     publish_timeout: float = 2.0
     max_body_size: int = 25 * 1024 * 1024
     #: The address senders reach the gates at (``https://notifications.example.org``):
@@ -718,6 +722,7 @@ def load_config(path: Path, environ: Mapping[str, str] = os.environ) -> Config:
         request_timeout=float(gate.get("request_timeout", 30.0)),
         idle_timeout=float(gate.get("idle_timeout", 60.0)),
         max_in_progress=gate.get("max_in_progress", 512),
+        short_path=gate.get("short_path", True),
         publish_timeout=publish_timeout,
         max_body_size=max_body_size,
         public_url=check_public_url(gate["public_url"], path) if "public_url" in gate else None,

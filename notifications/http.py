@@ -84,6 +84,13 @@ class GateRequest(server.Request):
         kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(*args, **kwargs)
 
+    def first_headers(self) -> dict[str, str]:
+        """Each header's first value, by its name in lower case (a gate call's headers)."""
+        return {
+            name.decode("latin-1").lower(): values[0].decode("latin-1")
+            for name, values in self.requestHeaders.getAllRawHeaders()
+        }
+
     def _limit(self) -> int | None:
         site = getattr(self.channel, "site", None)
         return getattr(site, "max_body_size", None)

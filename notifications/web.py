@@ -24,6 +24,7 @@ from . import refusals
 from .config import Config
 from .dashboard import RECENT, Dashboard, RecentSource, StatusJSON
 from .events import EventsResource
+from .gatepath import GateCallSite
 from .gates import Gate, GateCall, GateError, Outcome, gate_class, gate_names
 from .gates.base import BAD_REQUEST
 from .http import (
@@ -253,13 +254,6 @@ def accepts(gate: Gate, content_type: str) -> bool:
     return gate.accepts(content_type)
 
 
-def _headers(request) -> dict[str, str]:
-    return {
-        name.decode("latin-1").lower(): values[0].decode("latin-1")
-        for name, values in request.requestHeaders.getAllRawHeaders()
-    }
-
-
 def _query(request) -> dict[str, str]:
     # From the URL only: request.args also holds the fields of a form body.
     query = request.uri.partition(b"?")[2].decode("latin-1")
@@ -357,7 +351,9 @@ class CallHandler:
                 + (" or a form." if gate.takes_form else ".")
                 + "\n",
             )
-        call = GateCall(door=door, headers=_headers(request), body=body, query=_query(request))
+        call = GateCall(
+            door=door, headers=request.first_headers(), body=body, query=_query(request)
+        )
         request.call_started = self.reactor.seconds()
         request.request_id = _request_id()
         request.setHeader(b"x-request-id", request.request_id.encode())
@@ -666,7 +662,7 @@ class WebApp:
     def reconfigure(self, config: Config) -> None:
         """Apply a reloaded configuration to everything that reads it at request
         time, and the limits and timeouts to the sites already made (the idle
-        timeout to the connections made from now on)."""
+        timeout and ``short_path`` to the connections made from now on)."""
         self.config = config
         holders = [self.handler, self.config_resource, *self.gates.values()]
         holders.extend(
@@ -679,6 +675,8 @@ class WebApp:
             site.max_body_size = config.max_body_size
             site.request_timeout = config.request_timeout
             site.timeOut = config.idle_timeout
+            if isinstance(site, GateCallSite):
+                site.short_path = config.short_path
 
     def root(self, surface: str = "all") -> Resource:
         if surface == "public":
@@ -699,13 +697,19 @@ class WebApp:
         return root
 
     def site(self, surface: str = "all") -> GateSite:
-        site = GateSite(
-            self.root(surface),
+        limits = dict(
             max_body_size=self.config.max_body_size,
             request_timeout=self.config.request_timeout,
             idle_timeout=self.config.idle_timeout,
             logFormatter=redacted_log_formatter,
         )
+        root = self.root(surface)
+        if root.children.get(b"gate") is self.gate_tree:
+            site: GateSite = GateCallSite(
+                root, self.gates, self.handler, short_path=self.config.short_path, **limits
+            )
+        else:
+            site = GateSite(root, **limits)
         site.displayTracebacks = False
         if surface != "admin":
             site.refused_while_arriving = self.handler.refused_while_arriving

@@ -49,6 +49,7 @@ import notifications
 import notifications.amqp
 import notifications.analyzers
 import notifications.dispatcher
+import notifications.gatepath
 import notifications.gates
 import notifications.gates.base
 import notifications.gates.github
@@ -174,6 +175,7 @@ PROFILE_RULES: list[tuple[str, Target]] = [
     ("twisted.web request handling", twisted.web),
     ("twisted.web request handling", notifications.web),
     ("twisted.web request handling", notifications.http),
+    ("short HTTP path (gatepath, httptools)", notifications.gatepath),
     ("Deferred machinery", twisted.internet.defer),
     ("reactor and sockets", twisted.internet),
 ]
