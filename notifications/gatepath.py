@@ -58,12 +58,13 @@ _SERVER = b"Server: " + server.version + b"\r\n"
 class _Head:
     """What httptools' callbacks collect of a request's head."""
 
-    __slots__ = ("count", "headers", "url")
+    __slots__ = ("complete", "count", "headers", "url")
 
     def __init__(self):
         self.url = b""
         self.headers: dict[bytes, list[bytes]] = {}
         self.count = 0
+        self.complete = False
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -71,6 +72,9 @@ class _Head:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.count += 1
         self.headers.setdefault(name.lower(), []).append(value)
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
 
 
 class GateCallRequest:
@@ -167,6 +171,9 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
         self._channel = None
         self._deadline = None
         self._paused = False
+        #: The connection closes after the answer being written (``Connection: close``).
+        self._closing = False
+        self._taking = False
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
@@ -176,6 +183,8 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self._channel is not None:
             self._channel.dataReceived(data)
+            return
+        if self._closing:
             return
         self.resetTimeout()
         self._buffer += data
@@ -203,39 +212,66 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
     # Framing -------------------------------------------------------------------
 
     def _next(self) -> None:
+        """Take the requests in the buffer, one at a time, while each is answered at once."""
+        # A loop, not a recursion from each answer: a client may send many
+        # requests at once, each refused without waiting for anything.
+        if self._taking:
+            return
+        self._taking = True
+        try:
+            while (
+                self._current is None
+                and self._channel is None
+                and not self._closing
+                and self._buffer
+                and self._take()
+            ):
+                pass
+        finally:
+            self._taking = False
+
+    def _take(self) -> bool:
         """Take the request at the start of the buffer: answer it here when it is a
-        whole gate call, wait for more bytes, or hand the connection over."""
+        whole gate call (True), wait for more bytes or hand the connection over (False)."""
         if self._head is None:
             end = self._buffer.find(b"\r\n\r\n")
             if end < 0:
                 if len(self._buffer) > MAX_HEAD:
                     self._hand_over()
-                return
+                return False
             self._head = self._parse(end + 4)
             if self._head is None:
                 self._hand_over()
-                return
+                return False
         head_length, length, gate, door, uri, headers, keep_alive = self._head
         if len(self._buffer) < head_length + length:
-            return
+            return False
         body = bytes(self._buffer[head_length : head_length + length])
         del self._buffer[: head_length + length]
         self._head = None
         self._cancel_deadline()
         self._answer(gate, door, GateCallRequest(self, uri, headers, body, keep_alive))
+        return True
 
     def _parse(self, head_length: int) -> tuple | None:
         """The head's call, or None when twisted.web should serve this request."""
         if head_length > MAX_HEAD:
             return None
+        raw = bytes(self._buffer[:head_length])
+        # Lines end in CRLF only: the head then ends where this module and the
+        # parser both see its end (a lone LF or CR is left to twisted.web).
+        crlf = raw.count(b"\r\n")
+        if raw.count(b"\n") != crlf or raw.count(b"\r") != crlf:
+            return None
         head = _Head()
         parser = httptools.HttpRequestParser(head)
         try:
-            parser.feed_data(bytes(self._buffer[:head_length]))
+            parser.feed_data(raw)
         except httptools.HttpParserError:
             return None
         if (
-            parser.get_method() != b"POST"
+            not head.complete
+            or parser.get_method() != b"POST"
             or parser.get_http_version() != "1.1"
             or head.count > MAX_HEADERS
         ):
@@ -299,6 +335,8 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
         self.transport.write(data)
         self._current = None
         if not request.keep_alive:
+            self._closing = True
+            self._buffer = bytearray()
             self.transport.loseConnection()
             return
         self.setTimeout(self.site.timeOut)
@@ -306,7 +344,8 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
             self._paused = False
             self.transport.resumeProducing()
         if self._buffer:
-            self._arm_deadline()
+            if self._deadline is None:
+                self._arm_deadline()
             self._next()
 
     # Hand-over and limits --------------------------------------------------------

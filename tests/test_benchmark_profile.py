@@ -84,6 +84,7 @@ def test_every_bucket_of_the_readme_has_a_rule():
         "AMQP framing (txamqp, publisher)",
         "metrics",
         "twisted.web request handling",
+        "short HTTP path (gatepath, httptools)",
         "Deferred machinery",
     }
 
