@@ -352,11 +352,15 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
 
     def _hand_over(self) -> None:
         """Give the connection to twisted.web's channel, from the request in the buffer."""
+        channel = self.site.twisted_channel(self.addr)
+        if self._deadline is not None and self._deadline.active():
+            # The request began here: its deadline stays where it was.
+            channel.first_request_left = self._deadline.getTime() - self.site.reactor.seconds()
         self._cancel_deadline()
         self.setTimeout(None)
         data, self._buffer = bytes(self._buffer), bytearray()
         self._head = None
-        self._channel = self.site.twisted_channel(self.addr)
+        self._channel = channel
         self._channel.makeConnection(self.transport)
         if data:
             self._channel.dataReceived(data)

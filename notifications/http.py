@@ -145,11 +145,16 @@ class GateChannel(http.HTTPChannel):
     log = Logger()
     _deadline = None
     _receiving = False
+    #: The time left to the first request, when it began elsewhere (a connection
+    #: handed over by the short path, notifications/gatepath.py).
+    first_request_left: float | None = None
 
     def dataReceived(self, data):
         if not self._receiving:
             self._receiving = True
             timeout = getattr(getattr(self, "site", None), "request_timeout", None)
+            if self.first_request_left is not None:
+                timeout, self.first_request_left = max(self.first_request_left, 0.001), None
             if timeout:
                 self._deadline = self.callLater(timeout, self._too_slow)
         super().dataReceived(data)
