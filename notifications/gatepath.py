@@ -95,7 +95,8 @@ class GateCallRequest:
         self.content = BytesIO(body)
         self.keep_alive = keep_alive
         self.code = 200
-        self._out_headers: dict[bytes, bytes] = {}
+        #: The answer's headers: by name in lower case, the name as written and the value.
+        self._out_headers: dict[bytes, tuple[bytes, bytes]] = {}
         self._body: list[bytes] = []
         self.finished = False
         self._disconnected = False
@@ -115,7 +116,8 @@ class GateCallRequest:
         self.code = code
 
     def setHeader(self, name: bytes, value: bytes) -> None:
-        self._out_headers[name.lower()] = value
+        # Written as twisted.web writes them (Content-Type, X-Request-Id).
+        self._out_headers[name.lower()] = (name.title(), value)
 
     def write(self, data: bytes) -> None:
         self._body.append(data)
@@ -131,7 +133,7 @@ class GateCallRequest:
             b"HTTP/1.1 %d %s\r\n" % (self.code, message),
             _SERVER,
             b"Date: " + _date() + b"\r\n",
-            *[name + b": " + value + b"\r\n" for name, value in self._out_headers.items()],
+            *[name + b": " + value + b"\r\n" for name, value in self._out_headers.values()],
         ]
         if b"content-length" not in self._out_headers:
             head.append(b"Content-Length: %d\r\n" % len(body))
@@ -323,7 +325,8 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
         except Exception:
             self.log.failure("Gate call failed", Failure())
             request.code = 500
-            request._out_headers = {b"content-type": b"text/plain; charset=utf-8"}
+            request._out_headers = {}
+            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
             request._body = []
             body = INTERNAL_ERROR.encode()
         if body is not server.NOT_DONE_YET:

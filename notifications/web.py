@@ -1,7 +1,9 @@
 """The HTTP surface: ``/``, ``/status``, ``/config`` and the ``/gate`` tree (docs/reference.rst §2).
 
-A gate call goes one straight way: the door resource turns the request into
-a :class:`~notifications.gates.GateCall`, the gate checks and renders it, the
+A gate call goes one straight way: the door resource (or, for the common
+call, the short path of :mod:`notifications.gatepath`) gives the request to
+:class:`CallHandler`, which turns it into a
+:class:`~notifications.gates.GateCall`; the gate checks and renders it, the
 dispatcher makes each notification durable in the outbox and publishes it,
 the side actions run, and the actions report is the answer.
 """
