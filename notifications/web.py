@@ -374,7 +374,8 @@ class CallHandler:
         The gate and :meth:`run` are called directly rather than through
         ``maybeDeferred`` and a callback: when the gate answers at once (most
         calls), the Deferred of the publication is then the call's own, with
-        no other Deferred chained in front of it (measured, per call).
+        no other Deferred chained in front of it (``run.py compare``: 0.95 ×
+        the CPU per call at 16 connections, no change past the noise at 64).
         """
         try:
             outcome = gate.process(call)
