@@ -16,18 +16,11 @@ from collections import OrderedDict
 
 from twisted.internet import defer
 from twisted.internet.error import ConnectionLost
-from twisted.internet.interfaces import IWriteDescriptor
 from twisted.logger import Logger
 
 from .amqp.connection import PublishEncoder
 from .amqp.reconnecting import ReconnectingConnection
 from .config import BrokerConfig
-
-#: Publications written to the transport between two sent at once (publish).
-#: Measured with ``benchmarks/run.py compare`` (16 connections): every 4th,
-#: 1.07 × the calls/s and 1.07 × the CPU per call; every 8th, 1.09 × and
-#: 1.03 ×; at 64 connections no change past the noise either way.
-FLUSH_EVERY = 8
 
 
 class BrokerUnavailable(Exception):
@@ -140,8 +133,6 @@ class Publisher(ReconnectingConnection):
         self.connections = 0
         #: The confirms awaited on the current channel.
         self.confirms = Confirms()
-        #: Publications written since the last one sent at once (see publish).
-        self._unsent = 0
         #: When the broker began refusing (nack) without accepting anything since.
         self._refusing_since: float | None = None
         self._ready_waiters: list[defer.Deferred] = []
@@ -286,19 +277,7 @@ class Publisher(ReconnectingConnection):
         confirmed = self.confirms.expect()
         # Straight to the transport, not through txamqp's send_frame: its
         # heartbeats then go every interval even while we publish, harmless.
-        transport = self.client.transport
-        transport.write(frames)
-        # Every FLUSH_EVERY publications, sent at once (the transport's own
-        # doWrite, as the reactor calls it) rather than at the reactor's next
-        # turn: a burst of calls read in one turn then reaches the broker while
-        # the rest are processed, and the broker's work overlaps ours instead
-        # of taking turns with it. At most once per few calls: each send and
-        # each earlier ack costs CPU (every publication sent at once: 1.19 ×
-        # the CPU per call, no more calls/s).
-        self._unsent += 1
-        if self._unsent >= FLUSH_EVERY and IWriteDescriptor.providedBy(transport):
-            self._unsent = 0
-            transport.doWrite()
+        self.client.transport.write(frames)
         return confirmed
 
     def status(self) -> dict:
