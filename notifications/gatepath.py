@@ -34,7 +34,7 @@ from io import BytesIO
 from urllib.parse import unquote_to_bytes
 
 import httptools
-from twisted.internet import protocol
+from twisted.internet import protocol, tcp
 from twisted.internet.interfaces import ITCPTransport
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
@@ -176,10 +176,15 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
         #: The connection closes after the answer being written (``Connection: close``).
         self._closing = False
         self._taking = False
+        #: The plain TCP socket answers are sent on at once, until one of
+        #: them does not fit (None: every answer through the transport).
+        self._socket = None
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
+        if isinstance(self.transport, tcp.Connection) and not getattr(self.transport, "TLS", False):
+            self._socket = self.transport.getHandle()
         self.setTimeout(self.site.timeOut)
 
     def dataReceived(self, data: bytes) -> None:
@@ -335,7 +340,7 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
 
     def answered(self, request: GateCallRequest, data: bytes) -> None:
         """Write a call's answer; go on with the next request, if any."""
-        self.transport.write(data)
+        self._send(data)
         self._current = None
         if not request.keep_alive:
             self._closing = True
@@ -351,6 +356,33 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
                 self._arm_deadline()
             self._next()
 
+    def _send(self, data: bytes) -> None:
+        """Send an answer on the socket now, what does not fit through the transport.
+
+        A transport's ``write`` sends at the reactor's next turn: it asks
+        epoll to watch the socket for writing, and once sent to stop
+        watching, two system calls and a turn of the loop per answer, for a
+        few hundred bytes that the socket's buffer takes at once. While
+        every earlier answer of the connection went out whole (so nothing
+        waits in the transport's buffer, to be sent before this one), the
+        answer is sent here; the rest of a partial send, and every later
+        answer, go through the transport, which then keeps the order.
+        Written by hand: Twisted's transports have no send-now.
+        """
+        sock = self._socket
+        if sock is not None:
+            try:
+                sent = sock.send(data)
+            except OSError:
+                # Full (EAGAIN), or the connection is gone: the transport
+                # buffers it and finds out which when it writes.
+                sent = 0
+            if sent == len(data):
+                return
+            self._socket = None
+            data = data[sent:]
+        self.transport.write(data)
+
     # Hand-over and limits --------------------------------------------------------
 
     def _hand_over(self) -> None:
@@ -363,6 +395,7 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
         self.setTimeout(None)
         data, self._buffer = bytes(self._buffer), bytearray()
         self._head = None
+        self._socket = None
         self._channel = channel
         self._channel.makeConnection(self.transport)
         if data:
@@ -384,7 +417,7 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
             "Closed a connection whose request did not arrive in time: {peer}",
             peer=str(self.transport.getPeer()),
         )
-        self.transport.write(TOO_SLOW)
+        self._send(TOO_SLOW)
         self.transport.loseConnection()
 
 
