@@ -296,11 +296,9 @@ class Dispatcher(service.Service):
                 self._direct_settled, self._direct_settled, (key, True), None, (key, False)
             )
             waits.append(self.wait_confirmed(key, timeout))
-        d = (
-            waits[0].addCallback(lambda confirmed: [confirmed])
-            if len(waits) == 1
-            else (defer.gatherResults(waits))
-        )
+        if len(waits) == 1:  # the common case: one callback, not two
+            return waits[0].addCallback(self._directly_published_one, entries, delivery)
+        d = defer.gatherResults(waits)
         return d.addCallback(self._directly_published, entries, delivery)
 
     def _direct_settled(self, result, key: int, confirmed: bool) -> None:
@@ -316,6 +314,11 @@ class Dispatcher(service.Service):
             if not self._waiters:
                 self._forget_deadlines()
             waiter.callback(confirmed)
+
+    def _directly_published_one(
+        self, confirmed: bool, entries: Sequence[NewEntry], delivery: str | None
+    ) -> defer.Deferred | list[bool]:
+        return self._directly_published([confirmed], entries, delivery)
 
     def _directly_published(
         self, confirmed: list[bool], entries: Sequence[NewEntry], delivery: str | None

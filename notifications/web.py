@@ -10,13 +10,14 @@ the side actions run, and the actions report is the answer.
 
 from __future__ import annotations
 
-import os
+import random
 from collections import deque
 from typing import Any
 from urllib.parse import parse_qsl, unquote_to_bytes
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import server
 from twisted.web.http import combinedLogFormatter
 from twisted.web.pages import notFound
@@ -361,11 +362,7 @@ class CallHandler:
         request.setHeader(b"x-request-id", request.request_id.encode())
         self.dispatcher.call_started()
         d = self._processed(gate, call, door, request.request_id)
-        d.addCallbacks(
-            self._answer, self._refused, (request, gate, door), None, (request, gate, door)
-        )
-        d.addErrback(self._crashed, request, gate, door)
-        d.addBoth(self._done)
+        d.addBoth(self._settled, request, gate, door)
         return server.NOT_DONE_YET
 
     def _processed(self, gate: Gate, call: GateCall, door: str, request_id: str):
@@ -385,8 +382,21 @@ class CallHandler:
             return defer.fail()
         return result if isinstance(result, defer.Deferred) else defer.succeed(result)
 
-    def _done(self, _) -> None:
-        self.dispatcher.call_finished()
+    def _settled(self, result, request, gate: Gate, door: str) -> None:
+        """The call's end: answered, refused, or a 500 when either fails.
+
+        One callback rather than a chain of three (answer or refusal, crash,
+        the count of calls in progress): this runs for every call.
+        """
+        try:
+            if isinstance(result, Failure):
+                self._refused(result, request, gate, door)
+            else:
+                self._answer(result, request, gate, door)
+        except Exception:
+            self._crashed(Failure(), request, gate, door)
+        finally:
+            self.dispatcher.call_finished()
 
     def run(self, outcome: Outcome, door: str, request_id: str = "") -> defer.Deferred:
         """Store and publish the notifications, run the side actions, build the report.
@@ -576,7 +586,10 @@ class CallHandler:
 
 def _request_id() -> str:
     """A short id tying a call's log line, its report and its X-Request-Id header."""
-    return os.urandom(REQUEST_ID_BYTES).hex()
+    # Not a secret (the caller gets it back), so Python's generator rather
+    # than a system call per call; the random module reseeds it in a forked
+    # worker.
+    return f"{random.getrandbits(REQUEST_ID_BYTES * 8):0{REQUEST_ID_BYTES * 2}x}"
 
 
 def _summary(actions: list[dict]) -> str:
