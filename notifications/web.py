@@ -306,6 +306,9 @@ class CallHandler:
         self.recent: deque[dict] = deque(maxlen=RECENT)
         #: Each door's last call and refusals (for /config and the status page).
         self.activity = activity
+        # The class's Logger makes a new Logger at each ``self.log``: this
+        # handler's own, made once, logs the same (a line per call).
+        self.log = self.log
 
     @property
     def exchange(self) -> str:
