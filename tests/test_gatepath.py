@@ -12,6 +12,7 @@ false: both ways must answer alike.
 from __future__ import annotations
 
 import json
+import socket
 import time
 from dataclasses import dataclass, replace
 from email.utils import parsedate_to_datetime
@@ -276,6 +277,50 @@ async def test_many_calls_sent_ahead_are_all_answered_in_order(daemon_factory, s
         )
     )
     found = await answers(client, count)
+    assert [answer.status for answer in found] == [200] * count
+    assert [answer.routing_keys() for answer in found] == [
+        [f"acme.ops.deployer.t{index}"] for index in range(count)
+    ]
+    connections.assert_served(short_path)
+    client.transport.loseConnection()
+
+
+@BOTH_PATHS
+@pytest_twisted.ensureDeferred
+async def test_answers_a_client_does_not_read_yet_wait_and_keep_their_order(
+    daemon_factory, short_path
+):
+    # The short path sends each answer on the socket at once; once the socket
+    # is full (here: a small send buffer, and a client that stops reading), the rest
+    # must wait in the transport, behind what did not fit, and come in order.
+    daemon, connections = await start(daemon_factory, short_path)
+    client = await connect_collector(daemon.url)
+    await wait_for(lambda: connections.built, timeout=5, step=0.01)
+    server_side = connections.built[0].transport.getHandle()
+    server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    client.transport.pauseProducing()
+    count = 600
+    published = daemon.dispatcher.published
+    client.transport.write(b"".join(deploy(f"t{index}") for index in range(count)))
+    # The short path answers them all while the client reads nothing;
+    # twisted.web stops taking requests once its answers pile up.
+    last, still = -1, 0
+    while daemon.dispatcher.published - published < count and still < 10:
+        still = still + 1 if daemon.dispatcher.published == last else 0
+        last = daemon.dispatcher.published
+        await sleep(0.05)
+    await sleep(0.1)
+    assert client.received == b""
+    if short_path:
+        assert daemon.dispatcher.published - published == count
+        assert daemon.dispatcher.calls_in_progress == 0
+        # The socket was full at some point: the transport took the rest.
+        assert connections.built[0]._socket is None
+    server_side.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    client.transport.resumeProducing()
+    # Counted before they are parsed: parsing 600 answers at each step is slow.
+    await wait_for(lambda: client.received.count(b"HTTP/1.1 ") >= count, timeout=20, step=0.05)
+    found = answers_in(client.received)
     assert [answer.status for answer in found] == [200] * count
     assert [answer.routing_keys() for answer in found] == [
         [f"acme.ops.deployer.t{index}"] for index in range(count)
