@@ -171,7 +171,11 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
         self._current: GateCallRequest | None = None
         #: twisted.web's channel, once the connection is handed to it.
         self._channel = None
+        #: The request deadline's timer, kept from one request to the next
+        #: (moved, not cancelled and made again), and whether a request is
+        #: under it now.
         self._deadline = None
+        self._deadline_on = False
         self._paused = False
         #: The connection closes after the answer being written (``Connection: close``).
         self._closing = False
@@ -200,7 +204,7 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
                 self._paused = True
                 self.transport.pauseProducing()
             return
-        if self._deadline is None:
+        if not self._deadline_on:
             self._arm_deadline()
         self._next()
 
@@ -209,11 +213,16 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
             self._channel.connectionLost(reason)
             return
         self.setTimeout(None)
-        self._cancel_deadline()
+        self._drop_deadline()
         if self._current is not None:
             self._current._disconnected = True
 
     def timeoutConnection(self) -> None:
+        if self._current is not None:
+            # No idle timeout while a call is answered (as twisted.web's
+            # channel): its clock starts again.
+            self.setTimeout(self.timeOut)
+            return
         self.transport.loseConnection()
 
     # Framing -------------------------------------------------------------------
@@ -256,7 +265,7 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
         body = bytes(self._buffer[head_length : head_length + length])
         del self._buffer[: head_length + length]
         self._head = None
-        self._cancel_deadline()
+        self._deadline_on = False
         self._answer(gate, door, GateCallRequest(self, uri, headers, body, keep_alive))
         return True
 
@@ -323,8 +332,8 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
 
     def _answer(self, gate, door: str, request: GateCallRequest) -> None:
         self._current = request
-        # No idle timeout while the call is answered (as twisted.web's channel).
-        self.setTimeout(None)
+        # The idle timer runs on (timeoutConnection spares a call being
+        # answered): cancelled and made again, it cost two timers per call.
         try:
             body = self.site.handler.handle(gate, door, request)
         except Exception:
@@ -352,7 +361,7 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
             self._paused = False
             self.transport.resumeProducing()
         if self._buffer:
-            if self._deadline is None:
+            if not self._deadline_on:
                 self._arm_deadline()
             self._next()
 
@@ -388,10 +397,10 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
     def _hand_over(self) -> None:
         """Give the connection to twisted.web's channel, from the request in the buffer."""
         channel = self.site.twisted_channel(self.addr)
-        if self._deadline is not None and self._deadline.active():
+        if self._deadline_on and self._deadline is not None:
             # The request began here: its deadline stays where it was.
             channel.first_request_left = self._deadline.getTime() - self.site.reactor.seconds()
-        self._cancel_deadline()
+        self._drop_deadline()
         self.setTimeout(None)
         data, self._buffer = bytes(self._buffer), bytearray()
         self._head = None
@@ -402,17 +411,28 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
             self._channel.dataReceived(data)
 
     def _arm_deadline(self) -> None:
+        """Start the deadline of the request beginning now."""
         timeout = self.site.request_timeout
-        if timeout:
+        if not timeout:
+            return
+        self._deadline_on = True
+        if self._deadline is not None:
+            # Later than before: the reactor moves it only when it comes.
+            self._deadline.reset(timeout)
+        else:
             self._deadline = self.callLater(timeout, self._too_slow)
 
-    def _cancel_deadline(self) -> None:
+    def _drop_deadline(self) -> None:
+        self._deadline_on = False
         if self._deadline is not None and self._deadline.active():
             self._deadline.cancel()
         self._deadline = None
 
     def _too_slow(self) -> None:
         self._deadline = None
+        if not self._deadline_on:
+            return  # no request under way: the timer was left for the next one
+        self._deadline_on = False
         self.log.info(
             "Closed a connection whose request did not arrive in time: {peer}",
             peer=str(self.transport.getPeer()),

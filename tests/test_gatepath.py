@@ -28,8 +28,13 @@ from notifications.gatepath import GateCallProtocol, GateCallSite
 from notifications.gates import make_gates
 from notifications.http import GateChannel
 from notifications.web import WebApp
-from tests.conftest import wait_for
-from tests.helpers import assert_report, connect_collector, signed_github_request
+from tests.conftest import stop_daemon, test_broker, wait_for
+from tests.helpers import (
+    assert_report,
+    connect_collector,
+    listen_proxy,
+    signed_github_request,
+)
 
 GATE = "/gate/Notification/Acme"
 NOTIFICATION = {"service": "Deployer", "group": "ops", "type": "deploy"}
@@ -480,6 +485,38 @@ async def test_an_idle_connection_after_a_call_is_closed(daemon_factory, short_p
     assert 0.3 < reactor.seconds() - answered < 1.5
     assert len(answers_in(received)) == 1
     connections.assert_served(short_path)
+
+
+@BOTH_PATHS
+@pytest_twisted.ensureDeferred
+async def test_the_idle_timeout_spares_a_call_being_answered(daemon_factory, broker, short_path):
+    # The broker stops answering: the call waits publish_timeout (1 s) for its
+    # confirm, longer than the idle timeout (0.3 s), then is answered "queued".
+    # The idle clock starts again with the answer.
+    proxy, listening = await listen_proxy()
+    try:
+        daemon, connections = await start(
+            daemon_factory,
+            short_path,
+            toml="idle_timeout = 0.3\npublish_timeout = 1\n",
+            broker_config=test_broker(broker.exchange, port=listening.getHost().port),
+        )
+        client = await connect_collector(daemon.url)
+        proxy.freeze()
+        started = reactor.seconds()
+        client.transport.write(call())
+        [answer] = await answers(client, 1, timeout=5)
+        answered = reactor.seconds()
+        assert answer.status == 200, answer
+        assert json.loads(answer.body)["actions"][0]["status"] == "queued"
+        assert answered - started > 0.9
+        await client.closed.addTimeout(5, reactor)
+        assert 0.2 < reactor.seconds() - answered < 1.5
+        connections.assert_served(short_path)
+        await stop_daemon(daemon)
+    finally:
+        proxy.sever()
+        await listening.stopListening()
 
 
 @BOTH_PATHS
