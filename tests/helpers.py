@@ -12,6 +12,7 @@ import json
 import os
 import socket
 import uuid
+from contextlib import asynccontextmanager
 from typing import Any, NoReturn
 from urllib.parse import urlencode, urlsplit
 
@@ -27,7 +28,7 @@ from twisted.internet.protocol import Protocol
 from twisted.protocols import portforward
 
 from notifications.amqp.connection import connect
-from tests.conftest import BROKER_HOST, BROKER_PORT
+from tests.conftest import BROKER_HOST, BROKER_PORT, stop_daemon, test_broker
 
 #: The seven keys of a notification (reference §1).
 NOTIFICATION_KEYS = {"service", "project", "group", "rawContent", "type", "text", "link"}
@@ -208,6 +209,28 @@ async def listen_proxy(port: int = 0):
     proxy = SeverableProxy()
     listening = await TCP4ServerEndpoint(reactor, port, interface="127.0.0.1").listen(proxy)
     return proxy, listening
+
+
+@asynccontextmanager
+async def daemon_behind_proxy(daemon_factory, broker, toml: str = "", **settings):
+    """A daemon reaching the broker through a proxy the test can cut; both stopped at the end.
+
+    ``toml``: more of the daemon's configuration (``[gate]`` settings);
+    ``settings``: more of its broker configuration (e.g. ``heartbeat``).
+    """
+    proxy, listening = await listen_proxy()
+    try:
+        daemon = await daemon_factory(
+            toml=toml,
+            broker_config=test_broker(broker.exchange, port=listening.getHost().port, **settings),
+        )
+        try:
+            yield daemon, proxy
+        finally:
+            await stop_daemon(daemon)
+    finally:
+        proxy.sever()
+        await listening.stopListening()
 
 
 def in_ci() -> bool:

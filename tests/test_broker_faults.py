@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-from contextlib import asynccontextmanager
 
 import pytest
 import pytest_twisted
@@ -19,7 +18,7 @@ from twisted.logger import formatEvent
 
 from notifications.amqp.connection import AMQPFactory, broker_endpoint
 from tests.conftest import stop_daemon, test_broker, wait_for
-from tests.helpers import listen_proxy
+from tests.helpers import daemon_behind_proxy, listen_proxy
 from tests.processes import free_port, http_status, loopback_endpoint, popen_twistd
 
 NOTIFICATION = {"service": "Deployer", "group": "ops", "type": "deploy", "text": "v2"}
@@ -73,26 +72,6 @@ async def test_broker_down_at_start_then_up(daemon_factory, broker, consumer):
         await wait_for(lambda: daemon.dispatcher.outbox.depth == 0)
     finally:
         await stop_daemon(daemon)
-        proxy.sever()
-        await listening.stopListening()
-
-
-@asynccontextmanager
-async def daemon_behind_proxy(daemon_factory, broker, **settings):
-    """A daemon reaching the broker through a proxy the test can cut; both stopped at the end.
-
-    ``settings``: more of the daemon's broker configuration (e.g. ``heartbeat``).
-    """
-    proxy, listening = await listen_proxy()
-    try:
-        daemon = await daemon_factory(
-            broker_config=test_broker(broker.exchange, port=listening.getHost().port, **settings)
-        )
-        try:
-            yield daemon, proxy
-        finally:
-            await stop_daemon(daemon)
-    finally:
         proxy.sever()
         await listening.stopListening()
 

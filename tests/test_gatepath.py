@@ -28,11 +28,11 @@ from notifications.gatepath import GateCallProtocol, GateCallSite
 from notifications.gates import make_gates
 from notifications.http import GateChannel
 from notifications.web import WebApp
-from tests.conftest import stop_daemon, test_broker, wait_for
+from tests.conftest import wait_for
 from tests.helpers import (
     assert_report,
     connect_collector,
-    listen_proxy,
+    daemon_behind_proxy,
     signed_github_request,
 )
 
@@ -493,14 +493,9 @@ async def test_the_idle_timeout_spares_a_call_being_answered(daemon_factory, bro
     # The broker stops answering: the call waits publish_timeout (1 s) for its
     # confirm, longer than the idle timeout (0.3 s), then is answered "queued".
     # The idle clock starts again with the answer.
-    proxy, listening = await listen_proxy()
-    try:
-        daemon, connections = await start(
-            daemon_factory,
-            short_path,
-            toml="idle_timeout = 0.3\npublish_timeout = 1\n",
-            broker_config=test_broker(broker.exchange, port=listening.getHost().port),
-        )
+    toml = f"short_path = {str(short_path).lower()}\nidle_timeout = 0.3\npublish_timeout = 1\n"
+    async with daemon_behind_proxy(daemon_factory, broker, toml=toml) as (daemon, proxy):
+        connections = Connections(daemon.port.factory)
         client = await connect_collector(daemon.url)
         proxy.freeze()
         started = reactor.seconds()
@@ -513,10 +508,6 @@ async def test_the_idle_timeout_spares_a_call_being_answered(daemon_factory, bro
         await client.closed.addTimeout(5, reactor)
         assert 0.2 < reactor.seconds() - answered < 1.5
         connections.assert_served(short_path)
-        await stop_daemon(daemon)
-    finally:
-        proxy.sever()
-        await listening.stopListening()
 
 
 @BOTH_PATHS
