@@ -417,7 +417,8 @@ class GateCallProtocol(protocol.Protocol, TimeoutMixin):
             return
         self._deadline_on = True
         if self._deadline is not None:
-            # Later than before: the reactor moves it only when it comes.
+            # Mostly later than before: Twisted then notes the new time and
+            # moves the call only when the old one comes (earlier: at once).
             self._deadline.reset(timeout)
         else:
             self._deadline = self.callLater(timeout, self._too_slow)
